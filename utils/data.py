@@ -1,0 +1,169 @@
+"""Loading and validating competition-format postings (train.csv / test.csv + an images folder)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.model_selection import GroupKFold
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("posting_id", "image", "image_phash", "title")
+LABEL_COLUMN = "label_group"
+_ESCAPE_RUN = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
+_PHASH = re.compile(r"^[0-9a-f]{16}$")
+_SHOW = 10  # how many offending values an error message lists
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the column and the rows."""
+
+
+def decode_title(title: str) -> str:
+    """Turn literal `\\xNN` byte escapes (as in real Shopee titles) back into UTF-8 text."""
+
+    def _decode(m: re.Match) -> str:
+        raw = bytes(int(h, 16) for h in m.group(0).split("\\x")[1:])
+        return raw.decode("utf-8", errors="replace")
+
+    return _ESCAPE_RUN.sub(_decode, title)
+
+
+def _rows(mask: np.ndarray | pd.Series) -> str:
+    """Format offending rows as CSV line numbers (header is line 1)."""
+    idx = np.flatnonzero(np.asarray(mask))
+    shown = ", ".join(str(i + 2) for i in idx[:_SHOW])
+    more = f" and {len(idx) - _SHOW} more" if len(idx) > _SHOW else ""
+    return f"{len(idx)} row(s), CSV line(s) {shown}{more}"
+
+
+def read_postings(path: str | Path, require_labels: bool = False) -> pd.DataFrame:
+    """Read and validate a postings CSV; titles are decoded, `label_group` kept when present.
+
+    Raises DataError naming the file, the column and the rows for: missing columns, duplicate
+    `posting_id`, malformed `image_phash`, empty titles, missing or non-integer labels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from e
+    wanted = list(REQUIRED_COLUMNS) + ([LABEL_COLUMN] if require_labels else [])
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    if df.empty:
+        raise DataError(f"{path}: no rows")
+
+    dup = df["posting_id"].duplicated(keep=False)
+    if dup.any():
+        ids = sorted(set(df.loc[dup, "posting_id"]))[:_SHOW]
+        raise DataError(f"{path}: column 'posting_id' has duplicates {ids} in {_rows(dup)}")
+    for col in ("posting_id", "image"):
+        empty = df[col].str.strip() == ""
+        if empty.any():
+            raise DataError(f"{path}: column '{col}' is empty in {_rows(empty)}")
+
+    phash = df["image_phash"].str.strip().str.lower()
+    bad = ~phash.str.match(_PHASH)
+    if bad.any():
+        examples = list(df.loc[bad, "image_phash"].head(3))
+        raise DataError(
+            f"{path}: column 'image_phash' must be 16 hex digits (64-bit pHash); "
+            f"bad values {examples} in {_rows(bad)}"
+        )
+    df["image_phash"] = phash
+
+    df["title"] = df["title"].map(decode_title).str.strip()
+    empty = df["title"] == ""
+    if empty.any():
+        raise DataError(f"{path}: column 'title' is empty in {_rows(empty)}")
+
+    if LABEL_COLUMN in df.columns:
+        labels = pd.to_numeric(df[LABEL_COLUMN], errors="coerce")
+        bad = labels.isna() | (labels != labels.round())
+        if bad.any():
+            raise DataError(f"{path}: column '{LABEL_COLUMN}' must be an integer in {_rows(bad)}")
+        df[LABEL_COLUMN] = labels.astype(np.int64)
+    return df.reset_index(drop=True)
+
+
+@dataclass
+class ImageReport:
+    """Result of checking a postings table against its images folder."""
+
+    folder: Path
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def bad(self) -> list[str]:
+        return self.missing + self.unreadable
+
+    def summary(self) -> str:
+        parts = []
+        for name, files in (("missing", self.missing), ("unreadable", self.unreadable)):
+            if files:
+                more = f" and {len(files) - _SHOW} more" if len(files) > _SHOW else ""
+                parts.append(f"{len(files)} {name} ({', '.join(files[:_SHOW])}{more})")
+        return f"{self.folder}: " + ("; ".join(parts) if parts else "all images readable")
+
+
+def check_images(df: pd.DataFrame, folder: str | Path, verify: bool = True) -> ImageReport:
+    """List image files of `df` that are missing from `folder` or that PIL cannot open."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: images folder not found (set the stage's images parameter)")
+    report = ImageReport(folder)
+    for name in df["image"].unique():
+        p = folder / name
+        if not p.is_file():
+            report.missing.append(name)
+        elif verify:
+            try:
+                with Image.open(p) as im:
+                    im.verify()
+            except Exception:  # PIL raises many types for corrupt files
+                report.unreadable.append(name)
+    return report
+
+
+def require_images(df: pd.DataFrame, folder: str | Path, on_bad: str = "error") -> np.ndarray:
+    """Check images and apply the policy; returns a boolean mask of rows whose image is usable.
+
+    on_bad="error" raises DataError listing the files; on_bad="skip" logs them and the stage keeps
+    those rows (text and pHash still match them) with no image features.
+    """
+    if on_bad not in ("error", "skip"):
+        raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
+    report = check_images(df, folder)
+    if report.bad and on_bad == "error":
+        raise DataError(
+            report.summary() + ". Fix the files, or set missing_images='skip' to keep those rows "
+            "without image features."
+        )
+    if report.bad:
+        log.warning("%s: rows kept without image features", report.summary())
+    return ~df["image"].isin(set(report.bad)).to_numpy()
+
+
+def assign_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """Fold id per row: GroupKFold over `label_group` with shuffled, seeded group order."""
+    if LABEL_COLUMN not in df.columns:
+        raise DataError(f"folds need column '{LABEL_COLUMN}'")
+    n_groups = df[LABEL_COLUMN].nunique()
+    if n_groups < n_splits:
+        raise DataError(f"{n_groups} label groups cannot make {n_splits} folds")
+    folds = np.empty(len(df), dtype=np.int8)
+    splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for k, (_, val) in enumerate(splitter.split(df, groups=df[LABEL_COLUMN])):
+        folds[val] = k
+    return folds

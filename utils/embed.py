@@ -1,0 +1,111 @@
+"""Baseline embedders (TF-IDF word/char, offline WordLlama, pHash bits) and the embedding artifact.
+
+Every embedder maps a postings frame to L2-normalised rows: dense float32 (saved as `.npy`) or,
+for TF-IDF, sparse CSR (saved as `.npz`, since a dense 70,000 x 25,000 matrix would not fit).
+Each artifact has a `.json` sidecar naming the model, its dimension and its parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+from .io import atomic_path, read_json, write_json, write_npy
+from .text import normalize_title
+
+Embedding = np.ndarray | sp.csr_matrix
+
+
+def tfidf(titles: pd.Series, analyzer: str = "word", ngram_min: int = 1, ngram_max: int = 1,
+          max_features: int | None = 50_000, min_df: int = 1, sublinear_tf: bool = True) -> sp.csr_matrix:
+    """TF-IDF of normalised titles, fitted on the titles given (the split that is searched)."""
+    vec = TfidfVectorizer(analyzer=analyzer, ngram_range=(ngram_min, ngram_max), max_features=max_features,
+                          min_df=min_df, sublinear_tf=sublinear_tf, dtype=np.float32,
+                          token_pattern=r"(?u)\b\w+\b" if analyzer == "word" else None)
+    return vec.fit_transform(titles.map(normalize_title)).astype(np.float32).tocsr()
+
+
+def _wordllama_files() -> tuple[Path, Path]:
+    import wordllama
+
+    root = Path(wordllama.__file__).parent
+    return root / "weights" / "l2_supercat_256.safetensors", root / "tokenizers" / "l2_supercat_tokenizer_config.json"
+
+
+def load_wordllama(weights: str | Path | None = None, tokenizer: str | Path | None = None):
+    """WordLlama static token embeddings loaded from local files (the wheel's own by default).
+
+    `WordLlama.load()` looks in the wrong folder and tries to download, so the two files are read
+    with safetensors + tokenizers and handed to the library's own inference class.
+    """
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+    from wordllama.inference import WordLlamaInference
+
+    default_w, default_t = _wordllama_files()
+    weights, tokenizer = Path(weights or default_w), Path(tokenizer or default_t)
+    for p, param in ((weights, "wordllama_weights"), (tokenizer, "wordllama_tokenizer")):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: WordLlama file not found (set the parameter {param})")
+    table = load_file(str(weights))["embedding.weight"]
+    return WordLlamaInference(table, Tokenizer.from_file(str(tokenizer)))
+
+
+def wordllama(titles: pd.Series, weights: str | None = None, tokenizer: str | None = None,
+              batch_size: int = 2048) -> np.ndarray:
+    """Mean-pooled, normalised WordLlama embeddings of the titles (256-d)."""
+    model = load_wordllama(weights, tokenizer)
+    return model.embed(titles.tolist(), norm=True, batch_size=batch_size).astype(np.float32)
+
+
+def phash_bits(phash_hex: pd.Series) -> np.ndarray:
+    """pHash as 64 signed bits scaled to unit length: cosine = 1 - 2 * hamming / 64."""
+    ints = np.array([int(h, 16) for h in phash_hex], dtype=np.uint64)
+    bits = ((ints[:, None] >> np.arange(63, -1, -1, dtype=np.uint64)) & np.uint64(1)).astype(np.float32)
+    return (bits * 2 - 1) / 8.0
+
+
+# name -> function(frame, **params) -> embedding. Later model families register here.
+EMBEDDERS: dict[str, Callable[..., Embedding]] = {
+    "tfidf_word": lambda df, **kw: tfidf(df["title"], analyzer="word", **kw),
+    "tfidf_char": lambda df, **kw: tfidf(df["title"], **{"analyzer": "char_wb", "ngram_min": 2,
+                                                           "ngram_max": 4, **kw}),
+    "wordllama": lambda df, **kw: wordllama(df["title"], **kw),
+    "phash": lambda df, **kw: phash_bits(df["image_phash"]),
+}
+
+
+def embed(name: str, df: pd.DataFrame, **params) -> Embedding:
+    """Run the embedder `name` on a postings frame; rows come back L2-normalised."""
+    if name not in EMBEDDERS:
+        raise KeyError(f"unknown embedding model {name!r}; choose from {sorted(EMBEDDERS)}")
+    X = EMBEDDERS[name](df, **params)
+    return normalize(X, copy=False) if sp.issparse(X) else normalize(X).astype(np.float32)
+
+
+def save_embedding(stem: str | Path, X: Embedding, meta: dict) -> Path:
+    """Write `<stem>.npy` (dense) or `<stem>.npz` (sparse CSR) and `<stem>.json`; returns the array path."""
+    stem = Path(stem)
+    if sp.issparse(X):
+        path = stem.with_suffix(".npz")
+        with atomic_path(path) as tmp:
+            sp.save_npz(tmp, sp.csr_matrix(X, dtype=np.float32))
+    else:
+        path = write_npy(stem.with_suffix(".npy"), np.ascontiguousarray(X, dtype=np.float32))
+    write_json(stem.with_suffix(".json"), {**meta, "rows": X.shape[0], "dim": X.shape[1],
+                                           "sparse": sp.issparse(X)})
+    return path
+
+
+def load_embedding(stem: str | Path) -> tuple[Embedding, dict]:
+    """Read an embedding written by `save_embedding` and its sidecar."""
+    stem = Path(stem)
+    meta = read_json(stem.with_suffix(".json"))
+    X = sp.load_npz(stem.with_suffix(".npz")).tocsr() if meta["sparse"] else np.load(stem.with_suffix(".npy"))
+    return X, meta
