@@ -109,3 +109,9 @@ def load_embedding(stem: str | Path) -> tuple[Embedding, dict]:
     meta = read_json(stem.with_suffix(".json"))
     X = sp.load_npz(stem.with_suffix(".npz")).tocsr() if meta["sparse"] else np.load(stem.with_suffix(".npy"))
     return X, meta
+
+
+def list_embeddings(folder: str | Path) -> list[Path]:
+    """Stems of the embedding artifacts in a folder (a sidecar with its .npy or .npz beside it)."""
+    return sorted(p.with_suffix("") for p in Path(folder).glob("*.json")
+                  if p.with_suffix(".npy").exists() or p.with_suffix(".npz").exists())

@@ -1,0 +1,47 @@
+"""The stage contract: a stage writes into `<run_dir>/<stage>/` and ends with `metrics.json`."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from .io import write_json
+
+_PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "faiss-cpu", "wordllama", "papermill", "torch", "timm",
+             "lightgbm", "xgboost", "cuml", "cudf")
+
+
+def setup_logging() -> None:
+    """Log INFO lines of `utils` (backend choices, warnings) into the notebook output."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    logging.getLogger("utils").setLevel(logging.INFO)
+
+
+def stage_dir(run_dir: str | Path, stage: str) -> Path:
+    """`<run_dir>/<stage>/`, created."""
+    d = Path(run_dir) / stage
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def versions() -> dict[str, str]:
+    """Python and the versions of the installed packages that matter for reproducing a result."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_metrics(folder: str | Path, metrics: dict, key: str | None = None) -> Path:
+    """Write `metrics.json`; `key` names the headline figure the pipeline's summary table shows."""
+    if key is not None and key not in metrics:
+        raise KeyError(f"key metric {key!r} not in metrics {sorted(metrics)}")
+    body = {**metrics, "key_metric": key, "versions": versions(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return write_json(Path(folder) / "metrics.json", body)
