@@ -80,16 +80,32 @@ def union(parts: list[sp.csr_matrix]) -> sp.csr_matrix:
     return out.tocsr()
 
 
+def cap(scores: sp.csr_matrix, max_matches: int = 50) -> sp.csr_matrix:
+    """Keep each row itself and its highest-valued other matches, at most `max_matches` in all."""
+    m = sp.csr_matrix(scores)
+    m.setdiag(np.inf)  # the row itself sorts first (and is present even if a model dropped it)
+    rows, cols, vals = [], [], []
+    for i in range(m.shape[0]):
+        lo, hi = m.indptr[i], m.indptr[i + 1]
+        keep = np.argsort(-m.data[lo:hi], kind="stable")[:max_matches]
+        rows.append(np.full(len(keep), i))
+        cols.append(m.indices[lo:hi][keep])
+        vals.append(m.data[lo:hi][keep])
+    data = np.concatenate(vals)
+    data[np.isinf(data)] = 1.0
+    return sp.csr_matrix((data, (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+
+
 def combine(neigh: dict[str, tuple[np.ndarray, np.ndarray]], th: Thresholds,
-            phash: np.ndarray | None = None) -> sp.csr_matrix:
-    """Apply the tuned thresholds of every model in `th` and return the union of their matches."""
+            phash: np.ndarray | None = None, max_matches: int = 50) -> sp.csr_matrix:
+    """Apply the tuned thresholds of every model in `th`: the union of their matches, capped."""
     missing = set(th.models) - set(neigh)
     if missing:
         raise KeyError(f"thresholds name model(s) {sorted(missing)} with no neighbours file")
     parts = [model_matches(*neigh[m], t) for m, t in th.models.items()]
     if th.phash_exact and phash is not None:
         parts.append(phash_matches(phash, th.phash_max_group))
-    return union(parts)
+    return cap(union(parts), max_matches)
 
 
 def f1_curve(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, grid: np.ndarray = DEFAULT_GRID,

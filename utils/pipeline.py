@@ -109,7 +109,7 @@ def _fingerprint(stage: str, params: dict) -> str:
     h = hashlib.sha256((NOTEBOOKS / f"{stage}.ipynb").read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for value in params.values():
-        if isinstance(value, str) and value and Path(value).exists():
+        if isinstance(value, str) and value and Path(value).is_file():
             st = Path(value).stat()
             h.update(f"{value}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()

@@ -15,18 +15,18 @@ from .metric import matches_from_lists
 MAX_MATCHES = 50
 
 
-def to_submission(posting_ids: np.ndarray, matches: sp.csr_matrix, scores: sp.csr_matrix | None = None,
-                  cap: int = MAX_MATCHES) -> pd.DataFrame:
-    """Submission frame from a match matrix: each row itself first, then others by score, at most `cap`."""
+def to_submission(posting_ids: np.ndarray, matches: sp.csr_matrix) -> pd.DataFrame:
+    """Submission frame from a (capped) match matrix valued by score: the row itself first, then by score."""
     ids = np.asarray(posting_ids)
-    m = sp.csr_matrix(matches, dtype=np.float32) if scores is None else sp.csr_matrix(scores)
+    m = sp.csr_matrix(matches, dtype=np.float32)
+    if np.diff(m.indptr).max(initial=0) > MAX_MATCHES:
+        raise ValueError(f"a row has more than {MAX_MATCHES} matches; cap them first (utils.matching.cap)")
     out = []
     for i in range(m.shape[0]):
         cols = m.indices[m.indptr[i]:m.indptr[i + 1]]
         vals = m.data[m.indptr[i]:m.indptr[i + 1]]
         others = cols[cols != i][np.argsort(-vals[cols != i], kind="stable")]
-        keep = np.concatenate([[i], others])[:cap]
-        out.append(" ".join(ids[keep]))
+        out.append(" ".join(ids[np.concatenate([[i], others]).astype(int)]))
     return pd.DataFrame({"posting_id": ids, "matches": out})
 
 
