@@ -15,6 +15,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pandas as pd
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..io import write_csv, write_json
@@ -165,7 +166,8 @@ def _write_split(variants: list[Variant], sizes: np.ndarray, prefix: str, out: P
                 photo = seller_photo(shot, rng)
                 name = hashlib.md5(rng.bytes(16)).hexdigest() + ".jpg"
                 photo.save(img_dir / name, quality=int(rng.integers(60, 96)))
-                phash = str(imagehash.phash(photo))
+                with Image.open(img_dir / name) as saved:  # hash the JPEG as written, like the real data
+                    phash = str(imagehash.phash(saved))
             files.append((name, phash))
             rows.append((name, phash, make_title(v, rng), labels[g]))
         group_files[g] = files

@@ -1,0 +1,85 @@
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from utils.data import DataError, assign_folds, decode_title, read_postings, require_images
+
+
+def write(tmp_path, rows, name="train.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def good_rows(n=6):
+    return {"posting_id": [f"train_{i}" for i in range(n)], "image": [f"{i}.jpg" for i in range(n)],
+            "image_phash": ["a7b618bd4636498d"] * n, "title": [f"Item {i}" for i in range(n)],
+            "label_group": [i // 2 for i in range(n)]}
+
+
+def test_decode_title_real_escapes():
+    assert decode_title(r"Nescafe \xc3\x89clair Latte 220ml") == "Nescafe Éclair Latte 220ml"
+    assert decode_title("plain 30gr") == "plain 30gr"
+    assert decode_title(r"bad \xff byte") == "bad \ufffd byte"
+
+
+def test_real_titles_load_and_decode(real_titles):
+    df = read_postings(real_titles / "dev.csv", require_labels=True)
+    assert len(df) == 1499 and df["label_group"].nunique() == 500
+    assert not df["title"].str.contains(r"\\x[0-9a-f]{2}", regex=True).any()
+    head = read_postings(real_titles / "kaggle_test_head.csv")
+    assert len(head) == 3 and "label_group" not in head
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.pop("title"), "missing column(s) ['title']"),
+    (lambda r: r["posting_id"].__setitem__(3, "train_0"), "'posting_id' has duplicates ['train_0']"),
+    (lambda r: r["image_phash"].__setitem__(2, "zz18bd4636498d00"), "'image_phash' must be 16 hex digits"),
+    (lambda r: r["image_phash"].__setitem__(2, "a7b618bd"), "CSV line(s) 4"),
+    (lambda r: r["title"].__setitem__(5, "   "), "'title' is empty in 1 row(s), CSV line(s) 7"),
+    (lambda r: r["label_group"].__setitem__(1, "abc"), "'label_group' must be an integer"),
+])
+def test_validation_errors_name_file_column_row(tmp_path, change, message):
+    rows = good_rows()
+    change(rows)
+    path = write(tmp_path, rows)
+    with pytest.raises(DataError) as e:
+        read_postings(path, require_labels=True)
+    assert str(path) in str(e.value) and message in str(e.value)
+
+
+def test_missing_file_and_labels(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_postings(tmp_path / "nope.csv")
+    rows = good_rows()
+    rows.pop("label_group")
+    with pytest.raises(DataError, match="label_group"):
+        read_postings(write(tmp_path, rows), require_labels=True)
+
+
+def test_images_missing_and_unreadable(tmp_path):
+    df = read_postings(write(tmp_path, good_rows()))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8), "red").save(folder / f"{i}.jpg")
+    (folder / "4.jpg").write_bytes(b"not a jpeg")  # 5.jpg missing
+    with pytest.raises(DataError) as e:
+        require_images(df, folder)
+    msg = str(e.value)
+    assert "1 missing (5.jpg)" in msg and "1 unreadable (4.jpg)" in msg and "missing_images='skip'" in msg
+    usable = require_images(df, folder, on_bad="skip")
+    assert usable.tolist() == [True, True, True, True, False, False]
+    with pytest.raises(DataError, match="images folder not found"):
+        require_images(df, tmp_path / "absent")
+
+
+def test_folds_group_split_and_seed(real_titles):
+    df = read_postings(real_titles / "dev.csv", require_labels=True)
+    folds = assign_folds(df, n_splits=5, seed=3)
+    per_group = pd.Series(folds).groupby(df["label_group"].to_numpy()).nunique()
+    assert (per_group == 1).all()  # no group on both sides of a split
+    assert set(folds) == set(range(5))
+    np.testing.assert_array_equal(folds, assign_folds(df, n_splits=5, seed=3))
+    assert not np.array_equal(folds, assign_folds(df, n_splits=5, seed=4))

@@ -1,0 +1,104 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from utils.embed import embed, list_embeddings, load_embedding, load_wordllama, phash_bits, save_embedding
+from utils.knn import available_backends, choose_backend, neighbours, self_first
+
+TITLES = pd.DataFrame({"title": ["Kopi Susu 250ml", "kopi susu 250 ml", "Teh Hijau 500ml", "Sabun Muka 30gr"],
+                       "image_phash": ["ffffffffffffffff", "fffffffffffffff0", "0000000000000000",
+                                       "ffffffffffffffff"]})
+
+
+def test_phash_bits_cosine_is_hamming():
+    X = phash_bits(TITLES["image_phash"])
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0)
+    assert X[0] @ X[1] == pytest.approx(1 - 2 * 4 / 64)
+    assert X[0] @ X[2] == pytest.approx(-1.0) and X[0] @ X[3] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["tfidf_word", "tfidf_char", "wordllama", "phash"])
+def test_embedders_normalised(name):
+    X = embed(name, TITLES)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(1))).ravel() if sp.issparse(X) else np.linalg.norm(X, axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+def test_wordllama_offline_and_meaningful():
+    X = embed("wordllama", TITLES)
+    assert X.shape == (4, 256) and X.dtype == np.float32
+    assert X[0] @ X[1] > X[0] @ X[3]  # the same product written twice is closer than another product
+
+
+def test_wordllama_missing_file_names_parameter(tmp_path):
+    with pytest.raises(FileNotFoundError, match="wordllama_weights"):
+        load_wordllama(weights=tmp_path / "none.safetensors")
+
+
+def test_unknown_model():
+    with pytest.raises(KeyError, match="unknown embedding model"):
+        embed("nope", TITLES)
+
+
+@pytest.mark.parametrize("name", ["tfidf_char", "phash"])
+def test_save_load_roundtrip(tmp_path, name):
+    X = embed(name, TITLES)
+    save_embedding(tmp_path / f"train_{name}", X, {"model": name})
+    Y, meta = load_embedding(tmp_path / f"train_{name}")
+    assert meta["model"] == name and meta["rows"] == 4 and meta["sparse"] == sp.issparse(X)
+    np.testing.assert_array_equal(Y.toarray() if sp.issparse(Y) else Y, X.toarray() if sp.issparse(X) else X)
+    assert list_embeddings(tmp_path) == [tmp_path / f"train_{name}"]
+
+
+def unit(n, d, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+CPU_BACKENDS = [b for b in ("faiss-cpu", "sklearn", "numpy") if b in available_backends()]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_backends_agree_dense(backend):
+    X = unit(500, 32)
+    ref_idx, ref_sims, _ = neighbours(X, k=10, backend="numpy", chunk=1000)
+    idx, sims, used = neighbours(X, k=10, backend=backend, chunk=64)  # chunking must not change answers
+    assert used == backend and idx.dtype == np.int32 and sims.dtype == np.float32
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+    assert (idx == ref_idx).mean() > 0.99  # identical up to float ties
+    assert (idx[:, 0] == np.arange(500)).all() and (np.diff(sims[:, 1:], axis=1) <= 1e-6).all()
+
+
+def test_sparse_backends_agree_and_auto_skips_faiss():
+    X = embed("tfidf_char", pd.DataFrame({"title": [f"produk {i % 37} varian {i}" for i in range(300)]}))
+    a = neighbours(X, k=8, backend="sklearn")
+    b = neighbours(X, k=8, backend="numpy", chunk=50)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+    assert choose_backend("auto", sparse=True) in ("cuml", "sklearn")
+    with pytest.raises(ValueError, match="needs dense input"):
+        choose_backend("faiss-cpu", sparse=True)
+
+
+def test_self_first_with_duplicates():
+    X = np.repeat(unit(3, 8), 4, axis=0)  # 4 exact copies of each vector: self may not come first, or at all
+    idx, sims, _ = neighbours(X, k=3, backend="numpy")
+    assert (idx[:, 0] == np.arange(12)).all() and np.allclose(sims[:, :3], 1.0, atol=1e-5)
+    i, s = self_first(np.array([[1, 2, 3]]), np.array([[1.0, 0.9, 0.8]], np.float32), np.array([1.0], np.float32))
+    assert i.tolist() == [[0, 1, 2]] and s.tolist()[0][:2] == [1.0, 1.0]
+
+
+def test_k_larger_than_rows_and_bad_backend():
+    idx, _, _ = neighbours(unit(5, 4), k=50, backend="numpy")
+    assert idx.shape == (5, 5)
+    with pytest.raises(ValueError, match="unknown KNN backend"):
+        neighbours(unit(5, 4), backend="annoy")
+
+
+@pytest.mark.gpu
+def test_cuml_matches_faiss_cpu():
+    X = unit(5000, 64)
+    gi, gs, _ = neighbours(X, k=20, backend="cuml")
+    ci, cs, _ = neighbours(X, k=20, backend="faiss-cpu")
+    np.testing.assert_allclose(gs, cs, atol=1e-4)
+    assert (gi == ci).mean() > 0.99

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from utils.matching import (
+    ModelThreshold,
+    Thresholds,
+    cap,
+    combine,
+    f1_curve,
+    model_matches,
+    out_of_fold,
+    phash_matches,
+    tune,
+    tune_model,
+)
+from utils.metric import score
+
+# 4 rows; labels: {0,1} and {2,3}. Row 3's nearest other is row 2 at 0.45.
+IDX = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0], [3, 2, 1]], dtype=np.int32)
+SIMS = np.array([[1.0, 0.8, 0.3], [1.0, 0.8, 0.2], [1.0, 0.45, 0.1], [1.0, 0.45, 0.05]], dtype=np.float32)
+LABELS = np.array([0, 0, 1, 1])
+
+
+def as_sets(m):
+    return [set(m.indices[m.indptr[i]:m.indptr[i + 1]].tolist()) for i in range(m.shape[0])]
+
+
+def test_threshold_and_min2():
+    assert as_sets(model_matches(IDX, SIMS, ModelThreshold(0.5))) == [{0, 1}, {0, 1}, {2}, {3}]
+    # min2 forces the nearest other row in, but only above its own threshold
+    assert as_sets(model_matches(IDX, SIMS, ModelThreshold(0.5, 0.4))) == [{0, 1}, {0, 1}, {2, 3}, {2, 3}]
+    assert as_sets(model_matches(IDX, SIMS, ModelThreshold(0.5, 0.6))) == [{0, 1}, {0, 1}, {2}, {3}]
+
+
+def test_f1_curve_matches_metric():
+    grid = np.array([0.1, 0.4, 0.5, 0.9])
+    for min2 in (None, 0.4):
+        curve = f1_curve(IDX, SIMS, LABELS, grid, min2)
+        for g, thr in enumerate(grid):
+            m = model_matches(IDX, SIMS, ModelThreshold(float(thr), min2))
+            assert curve[g] == pytest.approx(score(m, LABELS).f1)
+
+
+def test_tune_model_finds_perfect_threshold():
+    t = tune_model(IDX, SIMS, LABELS)
+    assert score(model_matches(IDX, SIMS, t), LABELS).f1 == 1.0
+    assert 0.3 < t.threshold <= 0.8 or (t.min2_threshold is not None and t.min2_threshold <= 0.45)
+
+
+def test_phash_matches_groups_and_limit():
+    ph = np.array(["a", "a", "b", "c", "c", "c"])
+    assert as_sets(phash_matches(ph, max_group=50)) == [{0, 1}, {0, 1}, {2}, {3, 4, 5}, {3, 4, 5}, {3, 4, 5}]
+    assert as_sets(phash_matches(ph, max_group=2))[3] == set()  # a hash shared by 3 rows is ignored
+
+
+def test_cap_keeps_self_and_best():
+    n = 60
+    idx = np.tile(np.arange(n), (n, 1))
+    sims = np.tile(np.linspace(1.0, 0.5, n, dtype=np.float32), (n, 1))
+    for i in range(n):  # put self first, sorted
+        order = [i] + [j for j in range(n) if j != i]
+        idx[i] = order
+    m = cap(model_matches(idx.astype(np.int32), sims, ModelThreshold(0.0)), 50)
+    counts = np.diff(m.indptr)
+    assert counts.max() == 50 and all(i in s for i, s in enumerate(as_sets(m)))
+    assert as_sets(m)[0] == set(range(50))
+
+
+def test_union_and_thresholds_roundtrip():
+    th = Thresholds({"a": ModelThreshold(0.5, None)}, phash_exact=True)
+    ph = np.array(["x", "y", "z", "z"])
+    m = combine({"a": (IDX, SIMS)}, th, ph)
+    assert as_sets(m) == [{0, 1}, {0, 1}, {2, 3}, {2, 3}]
+    assert Thresholds.from_dict(th.to_dict()).to_dict() == th.to_dict()
+    with pytest.raises(KeyError, match="no neighbours"):
+        combine({}, th, ph)
+
+
+def test_out_of_fold_tunes_on_other_folds():
+    rng = np.random.default_rng(0)
+    n_groups, size = 40, 3
+    labels = np.repeat(np.arange(n_groups), size)
+    emb = rng.standard_normal((n_groups, 16))[labels] + 0.3 * rng.standard_normal((len(labels), 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    from utils.knn import neighbours
+
+    idx, sims, _ = neighbours(emb.astype(np.float32), k=10, backend="numpy")
+    folds = labels % 4
+    f1, per_fold = out_of_fold({"m": (idx, sims)}, labels, folds, None, phash_exact=False)
+    assert len(per_fold) == 4 and 0.5 < f1.mean() <= 1.0
+    full = tune({"m": (idx, sims)}, labels, phash_exact=False)
+    assert score(combine({"m": (idx, sims)}, full), labels).f1 >= f1.mean() - 1e-9

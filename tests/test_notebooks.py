@@ -1,0 +1,107 @@
+"""Notebook hygiene and end-to-end papermill runs of the chain on tiny generated data."""
+
+import json
+import re
+
+import pandas as pd
+import papermill as pm
+import pytest
+import yaml
+
+from utils import pipeline
+from utils.paths import CONFIGS, NOTEBOOKS
+from utils.score import main as score_main
+
+NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("nb", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_notebook_hygiene(nb):
+    cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+    tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert tagged[0] is next(c for c in cells if c["cell_type"] == "code"), "parameters come first"
+    for line in "".join(tagged[0]["source"]).splitlines():
+        if re.match(r"^\w+\s*=", line):
+            assert "  # " in line, f"parameter without a comment: {line}"
+    assert not any(c.get("outputs") or c.get("execution_count") for c in cells if c["cell_type"] == "code")
+    assert "run_dir" in pm.inspect_notebook(str(nb))
+
+
+def demo_config(data_dir, run_dir, **stage_overrides):
+    cfg = yaml.safe_load((CONFIGS / "demo.yaml").read_text())
+    cfg["run"] = str(run_dir)
+    for key in ("train_csv", "test_csv", "test_labels_csv", "train_images", "test_images"):
+        cfg["data"][key] = str(data_dir / cfg["data"][key].removeprefix("inputs/demo/"))
+    cfg["data"].pop("generate")
+    for stage, params in stage_overrides.items():
+        cfg["stages"][stage] = {**cfg["stages"][stage], **params}
+    return cfg
+
+
+def test_demo_chain_end_to_end(tiny_demo, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cfg = demo_config(tiny_demo, run_dir, **{"04_postprocess": {"n_folds": 3}})
+    rows = pipeline.run(cfg)
+    assert [r["status"] for r in rows] == ["ran"] * 4
+    sub = pd.read_csv(run_dir / "submission.csv")
+    test = pd.read_csv(tiny_demo / "test.csv")
+    assert list(sub["posting_id"]) == list(test["posting_id"])
+    lists = sub["matches"].str.split()
+    assert all(pid == m[0] for pid, m in zip(sub["posting_id"], lists, strict=True)) and lists.map(len).max() <= 50
+    for stage in ("00_eda", "02_embed", "03_knn", "04_postprocess"):
+        assert (run_dir / stage / "metrics.json").exists() and (run_dir / "notebooks" / f"{stage}.ipynb").exists()
+    assert (run_dir / "00_eda" / "group_sizes.png").exists() and (run_dir / "00_eda" / "image_grid.png").exists()
+    thresholds = json.loads((run_dir / "04_postprocess" / "thresholds.json").read_text())
+    assert set(thresholds["models"]) == {"tfidf_word", "tfidf_char", "wordllama", "phash"}
+    metrics = json.loads((run_dir / "04_postprocess" / "metrics.json").read_text())
+    # the notebook's figure is the scorer's figure
+    args = ["--data", str(tiny_demo / "test_solution.csv"), "--submission", str(run_dir / "submission.csv")]
+    assert score_main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["f1"] == pytest.approx(metrics["test_f1"])
+    assert metrics["test_f1"] > 0.5
+
+    # resume: nothing changed -> all cached; a knn parameter changed -> knn and later stages re-run
+    assert [r["status"] for r in pipeline.run(cfg)] == ["cached"] * 4
+    cfg2 = demo_config(tiny_demo, run_dir, **{"04_postprocess": {"n_folds": 3}, "03_knn": {"k": 20}})
+    assert [r["status"] for r in pipeline.run(cfg2)] == ["cached", "cached", "ran", "ran"]
+    summary = pipeline.format_summary(rows)
+    assert "04_postprocess" in summary and "test_f1" in summary
+
+
+def test_failing_cell_names_stage_cell_and_notebook(tiny_demo, tmp_path):
+    cfg = demo_config(tiny_demo, tmp_path / "run", **{"03_knn": {"backend": "annoy"}})
+    with pytest.raises(pipeline.StageFailed) as e:
+        pipeline.run(cfg, stages=["02_embed", "03_knn"])
+    msg = str(e.value)
+    assert "stage 03_knn failed in cell" in msg and "unknown KNN backend" in msg
+    assert str(tmp_path / "run" / "notebooks" / "03_knn.ipynb") in msg
+
+
+def test_real_titles_config_reaches_target(real_titles, tmp_path):
+    cfg = pipeline.load_config(CONFIGS / "real-titles.yaml")
+    cfg["run"] = str(tmp_path / "rt")
+    rows = pipeline.run(cfg)
+    assert [r["stage"] for r in rows] == ["00_eda", "02_embed", "03_knn", "04_postprocess"]
+    f1 = json.loads((tmp_path / "rt" / "04_postprocess" / "metrics.json").read_text())["test_f1"]
+    assert f1 >= 0.83
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: x\ndata: {}\nstages: {99_magic: {}}\n")
+    with pytest.raises(ValueError, match="unknown stage"):
+        pipeline.load_config(bad)
+    cfg = pipeline.load_config(CONFIGS / "demo.yaml", ["03_knn.kk=3"])
+    with pytest.raises(ValueError, match="unknown parameter"):
+        pipeline.stage_parameters(cfg, "03_knn", tmp_path)
+    cfg = pipeline.load_config(CONFIGS / "demo.yaml", ["03_knn.k=7", "data.images=false", "seed=4"])
+    assert cfg["stages"]["03_knn"]["k"] == 7 and cfg["data"]["images"] is False and cfg["params"]["seed"] == 4
+    with pytest.raises(ValueError, match="key=value"):
+        pipeline.load_config(CONFIGS / "demo.yaml", ["oops"])
+
+
+def test_missing_demo_data_is_generated(tmp_path):
+    data = {"train_csv": str(tmp_path / "d" / "train.csv"), "generate": {"kind": "shopee", "groups": 8, "seed": 0}}
+    pipeline.ensure_data(data)
+    assert (tmp_path / "d" / "train.csv").exists() and (tmp_path / "d" / "test_images").is_dir()
