@@ -22,7 +22,7 @@ real-titles: install  ## text + pHash chain on the real Shopee titles: tune on d
 	$(PY) -m utils.pipeline run --config configs/real-titles.yaml
 
 lint: install
-	$(PY) -m ruff check utils tests
+	$(PY) -m ruff check utils tests notebooks
 
 test: lint  ## lint, then the test suite (slow tests excluded)
 	$(PY) -m pytest

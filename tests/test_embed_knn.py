@@ -102,3 +102,14 @@ def test_cuml_matches_faiss_cpu():
     ci, cs, _ = neighbours(X, k=20, backend="faiss-cpu")
     np.testing.assert_allclose(gs, cs, atol=1e-4)
     assert (gi == ci).mean() > 0.99
+
+
+def test_load_split_neighbours(tmp_path):
+    from utils.knn import load_split_neighbours, save_neighbours
+
+    idx, sims, _ = neighbours(unit(6, 4), k=3, backend="numpy")
+    save_neighbours(tmp_path / "train_a.npz", idx, sims)
+    loaded = load_split_neighbours(tmp_path, "train", ["a"])
+    np.testing.assert_array_equal(loaded["a"][0], idx)
+    with pytest.raises(FileNotFoundError, match=r"no test neighbours for \['a'\]"):
+        load_split_neighbours(tmp_path, "test", ["a"])

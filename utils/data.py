@@ -167,3 +167,13 @@ def assign_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> np.ndarr
     for k, (_, val) in enumerate(splitter.split(df, groups=df[LABEL_COLUMN])):
         folds[val] = k
     return folds
+
+
+def read_labels(path: str | Path, posting_ids: np.ndarray) -> np.ndarray:
+    """`label_group` of `posting_ids` from a labelled CSV (e.g. a test solution), in their order."""
+    truth = pd.read_csv(path, usecols=["posting_id", LABEL_COLUMN], dtype={"posting_id": str})
+    truth = truth.drop_duplicates("posting_id").set_index("posting_id")[LABEL_COLUMN]
+    absent = [p for p in posting_ids if p not in truth.index]
+    if absent:
+        raise DataError(f"{path}: no '{LABEL_COLUMN}' for {len(absent)} posting(s), e.g. {absent[:5]}")
+    return truth.loc[list(posting_ids)].to_numpy()

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 AUTO_ORDER = ("cuml", "faiss-gpu", "faiss-cpu", "sklearn")
 SPARSE_OK = {"cuml", "sklearn", "numpy"}
+_SELECT_ROWS = 256  # rows per top-k selection in the numpy backend
 
 
 def _has_cuml() -> bool:
@@ -83,11 +84,13 @@ def _knn_numpy(X, k: int, chunk: int):
     for s in _chunks(n, chunk, "knn numpy"):
         block = X[s:s + chunk] @ XT
         block = block.toarray() if sp.issparse(block) else block
-        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(block, part, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
-        idx[s:s + chunk] = np.take_along_axis(part, order, axis=1)
-        sims[s:s + chunk] = np.take_along_axis(vals, order, axis=1)
+        for r in range(0, block.shape[0], _SELECT_ROWS):  # argpartition's int64 output is 2x the block: go in slices
+            sub = block[r:r + _SELECT_ROWS]
+            part = np.argpartition(sub, n - k, axis=1)[:, n - k:]
+            vals = np.take_along_axis(sub, part, axis=1)
+            order = np.argsort(-vals, axis=1, kind="stable")
+            idx[s + r:s + r + len(sub)] = np.take_along_axis(part, order, axis=1)
+            sims[s + r:s + r + len(sub)] = np.take_along_axis(vals, order, axis=1)
     return idx, sims
 
 
@@ -181,3 +184,14 @@ def save_neighbours(path: str | Path, indices: np.ndarray, sims: np.ndarray) -> 
 def load_neighbours(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     with np.load(path) as z:
         return z["indices"], z["sims"]
+
+
+def load_split_neighbours(folder: str | Path, split: str,
+                          models: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Neighbours of `models` for one split (`<folder>/<split>_<model>.npz`); a clear error if one is missing."""
+    folder = Path(folder)
+    paths = {m: folder / f"{split}_{m}.npz" for m in models}
+    missing = sorted(m for m, p in paths.items() if not p.exists())
+    if missing:
+        raise FileNotFoundError(f"{folder}: no {split} neighbours for {missing}; run 02_embed and 03_knn with them")
+    return {m: load_neighbours(p) for m, p in paths.items()}
