@@ -114,9 +114,10 @@ def make_title(v: Variant, rng: np.random.Generator) -> str:
         text = [f"{promo} {text}", f"{text} {promo}", f"[{promo}] {text}", f"{text} - {promo}"][style]
     if rng.random() < 0.25:
         text = " ".join(ABBREVIATIONS.get(w.lower(), w) for w in text.split())
-    if rng.random() < 0.15:
-        toks = text.split()
-        j = int(rng.integers(len(toks)))
+    toks = text.split()
+    alpha = [j for j, t in enumerate(toks) if t.isalpha()]  # typos never touch quantities
+    if alpha and rng.random() < 0.15:
+        j = alpha[int(rng.integers(len(alpha)))]
         toks[j] = _typo(toks[j], rng)
         text = " ".join(toks)
     sep = rng.random()
