@@ -1,0 +1,1 @@
+"""Encoders (image, text, joint) trained with the losses of `utils.losses`."""

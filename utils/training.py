@@ -1,0 +1,232 @@
+"""Metric-learning training loop for image, text and joint encoders (01_train_arcface).
+
+Per epoch: mean loss, and the out-of-fold F1 at the best threshold (the competition metric on the
+held-out fold, each row matched among the fold's rows). Epoch 0 is the untrained model, so the gain
+of training is read off the same table. Checkpoints carry their config.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .data import assign_folds
+from .knn import neighbours
+from .losses import PAIR_LOSSES, make_loss
+from .matching import DEFAULT_GRID, f1_curve
+from .nn.encoders import build_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved inside each checkpoint."""
+
+    modality: str = "text"  # image | text | joint
+    image: dict = field(default_factory=dict)  # ImageEncoder arguments: backbone, weights, pooling, trainable_blocks
+    text: dict = field(default_factory=dict)  # kind (wordllama | transformer), model_dir, trainable_layers, max_length
+    embedding_size: int = 256
+    loss: str = "arcface"  # arcface | softmax | triplet | cosent
+    loss_params: dict = field(default_factory=dict)  # e.g. margin, scale, easy_margin
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3  # encoder learning rate
+    head_lr: float = 1e-2  # learning rate of the neck and the loss's class weights
+    weight_decay: float = 1e-4
+    warmup_ratio: float = 0.1  # share of the steps spent warming up
+    schedule: str = "linear"  # linear | cosine | constant (after warm-up)
+    agc_clip: float = 0.0  # adaptive gradient clipping factor (NFNet recipe); 0 = off
+    amp: bool = True  # mixed precision with GradScaler, on CUDA only
+    samples_per_class: int = 0  # >0: class-balanced batches (forced to 2 for triplet / CoSENT)
+    image_size: int = 128
+    fold: int = 0  # held-out GroupKFold fold; -1 trains on every row (no validation)
+    n_folds: int = 5
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ValueError(f"schedule must be linear, cosine or constant, got {self.schedule!r}")
+        if self.fold >= self.n_folds:
+            raise ValueError(f"fold {self.fold} does not exist with n_folds={self.n_folds}")
+
+
+class PostingDataset(Dataset):
+    """Rows of a postings frame as dicts: title, label, and the transformed image when needed."""
+
+    def __init__(self, df: pd.DataFrame, images_dir: str | Path | None, transform=None,
+                 labels: np.ndarray | None = None):
+        self.titles = df["title"].tolist()
+        self.files = [Path(images_dir) / f for f in df["image"]] if images_dir else None
+        self.transform = transform
+        self.labels = labels if labels is not None else np.zeros(len(df), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"title": self.titles[i], "label": int(self.labels[i])}
+        if self.files is not None:
+            with Image.open(self.files[i]) as im:
+                item["image"] = self.transform(im.convert("RGB"))
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    out = {"title": [it["title"] for it in items], "label": torch.tensor([it["label"] for it in items])}
+    if "image" in items[0]:
+        out["image"] = torch.stack([it["image"] for it in items])
+    return out
+
+
+def image_transforms(data_config: dict, size: int, train: bool):
+    from torchvision import transforms as T
+
+    norm = T.Normalize(data_config["mean"], data_config["std"])
+    if train:
+        return T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(),
+                          T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), norm])
+    return T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), norm])
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, df: pd.DataFrame, images_dir: str | Path | None, image_size: int = 128,
+           batch_size: int = 128, device: str = "auto", desc: str = "embed") -> np.ndarray:
+    """L2-normalised float32 embeddings of every row of `df` (row order kept)."""
+    dev = resolve_device(device)
+    encoder = encoder.to(dev).eval()
+    needs_images = encoder.modality in ("image", "joint")
+    tf = image_transforms(encoder.data_config, image_size, train=False) if needs_images else None
+    loader = DataLoader(PostingDataset(df, images_dir if needs_images else None, tf), batch_size=batch_size,
+                        shuffle=False, collate_fn=collate)
+    out = []
+    for batch in tqdm(loader, desc=desc, leave=False):
+        if "image" in batch:
+            batch["image"] = batch["image"].to(dev)
+        out.append(nn.functional.normalize(encoder(batch).float()).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def evaluate(encoder: nn.Module, df: pd.DataFrame, images_dir, cfg: TrainConfig) -> tuple[float, float]:
+    """Best-threshold F1 of the encoder on `df` (rows matched among themselves) and that threshold."""
+    X = encode(encoder, df, images_dir, cfg.image_size, device=cfg.device, desc="validate")
+    idx, sims, _ = neighbours(X, k=min(50, len(df)), backend="auto")
+    curve = f1_curve(idx, sims, df["label_group"].to_numpy())
+    best = int(np.argmax(curve))
+    return float(curve[best]), float(DEFAULT_GRID[best])
+
+
+def _loader(train_df: pd.DataFrame, labels: np.ndarray, images_dir, tf, cfg: TrainConfig) -> DataLoader:
+    ds = PostingDataset(train_df, images_dir, tf, labels)
+    m = cfg.samples_per_class or (2 if cfg.loss in PAIR_LOSSES else 0)
+    g = torch.Generator().manual_seed(cfg.seed)
+    if m:
+        from pytorch_metric_learning.samplers import MPerClassSampler
+
+        batch = max(m, cfg.batch_size // m * m)
+        sampler = MPerClassSampler(labels, m=m, batch_size=batch, length_before_new_iter=len(ds))
+        return DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate, drop_last=True)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, drop_last=len(ds) > cfg.batch_size,
+                      generator=g)
+
+
+def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_dir: str | Path) -> dict:
+    """Train one encoder; writes `best.pt` (and `last.pt`) under `out_dir`; returns the history."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    folds = assign_folds(df, cfg.n_folds, cfg.seed)
+    train_df = df[folds != cfg.fold] if cfg.fold >= 0 else df
+    val_df = df[folds == cfg.fold] if cfg.fold >= 0 else None
+    classes, labels = np.unique(train_df["label_group"].to_numpy(), return_inverse=True)
+
+    encoder = build_encoder(cfg.modality, cfg.image, cfg.text, cfg.embedding_size).to(device)
+    loss_fn = make_loss(cfg.loss, len(classes), cfg.embedding_size, **cfg.loss_params).to(device)
+    needs_images = cfg.modality in ("image", "joint")
+    tf = image_transforms(encoder.data_config, cfg.image_size, train=True) if needs_images else None
+    loader = _loader(train_df, labels, images_dir if needs_images else None, tf, cfg)
+
+    head = [p for n, p in encoder.named_parameters() if "neck" in n and p.requires_grad] + list(loss_fn.parameters())
+    body = [p for n, p in encoder.named_parameters() if "neck" not in n and p.requires_grad]
+    opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
+                            weight_decay=cfg.weight_decay)
+    total = max(1, cfg.epochs * len(loader))
+    sched = get_scheduler({"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule), opt,
+                          num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    history: list[dict] = []
+    val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg) if val_df is not None else (float("nan"),) * 2
+    history.append({"epoch": 0, "loss": float("nan"), "val_f1": val_f1, "val_threshold": val_thr, "seconds": 0.0})
+    log.info("epoch 0 (untrained): val F1 %.4f", val_f1)
+    best = -1.0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        encoder.train()
+        loss_fn.train()
+        losses = []
+        for batch in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False):
+            if "image" in batch:
+                batch["image"] = batch["image"].to(device)
+            y = batch["label"].to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                loss = loss_fn(encoder(batch), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.agc_clip > 0:
+                from timm.utils.agc import adaptive_clip_grad
+
+                scaler.unscale_(opt)
+                adaptive_clip_grad(body + head, clip_factor=cfg.agc_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            losses.append(loss.item())
+        if val_df is not None:
+            val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg)
+        row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_f1": val_f1, "val_threshold": val_thr,
+               "seconds": round(time.perf_counter() - t0, 1)}
+        history.append(row)
+        log.info("epoch %d: loss %.4f, val F1 %.4f", epoch, row["loss"], val_f1)
+        ckpt = {"config": asdict(cfg), "state_dict": encoder.state_dict(), "epoch": epoch, "history": history}
+        torch.save(ckpt, out_dir / "last.pt")
+        score_now = val_f1 if val_df is not None else float(epoch)
+        if score_now > best:
+            best = score_now
+            torch.save(ckpt, out_dir / "best.pt")
+    return {"history": history, "best": str(out_dir / "best.pt"), "classes": len(classes),
+            "train_rows": len(train_df), "val_rows": 0 if val_df is None else len(val_df)}
+
+
+def load_encoder(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """Rebuild an encoder from a checkpoint written by `fit` (no download: weights come from the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found (run 01_train_arcface, or fix 'checkpoints')")
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    cfg = TrainConfig(**ckpt["config"])
+    image = {**cfg.image, "weights": None}  # the checkpoint holds the trained weights
+    encoder = build_encoder(cfg.modality, image, cfg.text, cfg.embedding_size)
+    encoder.load_state_dict(ckpt["state_dict"])
+    return encoder.eval(), cfg
