@@ -12,7 +12,7 @@ from utils.paths import NOTEBOOKS, ROOT
 
 # import name -> distribution name, where they differ
 DIST = {"sklearn": "scikit-learn", "PIL": "pillow", "yaml": "pyyaml", "faiss": "faiss-gpu", "cupyx": "cupy",
-        "IPython": "ipykernel"}
+        "IPython": "ipykernel", "pytorch_metric_learning": "pytorch-metric-learning"}
 GPU_ONLY = {"cuml", "cudf", "cupy", "faiss-gpu"}
 
 

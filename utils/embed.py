@@ -115,3 +115,10 @@ def list_embeddings(folder: str | Path) -> list[Path]:
     """Stems of the embedding artifacts in a folder (a sidecar with its .npy or .npz beside it)."""
     return sorted(p.with_suffix("") for p in Path(folder).glob("*.json")
                   if p.with_suffix(".npy").exists() or p.with_suffix(".npz").exists())
+
+
+def concat(parts: list[Embedding]) -> Embedding:
+    """Concatenation of L2-normalised embeddings, renormalised: cosine = mean of the parts' cosines."""
+    if any(sp.issparse(p) for p in parts):
+        return normalize(sp.hstack([sp.csr_matrix(p) for p in parts]).tocsr())
+    return normalize(np.hstack(parts)).astype(np.float32)

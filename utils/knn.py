@@ -195,3 +195,15 @@ def load_split_neighbours(folder: str | Path, split: str,
     if missing:
         raise FileNotFoundError(f"{folder}: no {split} neighbours for {missing}; run 02_embed and 03_knn with them")
     return {m: load_neighbours(p) for m, p in paths.items()}
+
+
+def stitch_folds(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour lists where each fold's rows come from that fold's own search: parts are (rows, idx, sims)."""
+    k = min(p[1].shape[1] for p in parts)
+    idx = np.full((n, k), -1, dtype=np.int32)
+    sims = np.zeros((n, k), dtype=np.float32)
+    for rows, i, s in parts:
+        idx[rows], sims[rows] = i[rows, :k], s[rows, :k]
+    if (idx[:, 0] < 0).any():
+        raise ValueError(f"{int((idx[:, 0] < 0).sum())} rows belong to no fold part")
+    return idx, sims

@@ -24,7 +24,7 @@ from .paths import NOTEBOOKS, ROOT, RUNS
 # stage -> whether it needs image files (skipped for title + pHash datasets)
 STAGES: dict[str, bool] = {
     "00_eda": False,
-    "01_train_arcface": True,
+    "01_train_arcface": False,  # its image models skip themselves on datasets without images
     "02_embed": False,
     "03_knn": False,
     "04_postprocess": False,

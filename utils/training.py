@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -144,14 +144,14 @@ def _loader(train_df: pd.DataFrame, labels: np.ndarray, images_dir, tf, cfg: Tra
         batch = max(m, cfg.batch_size // m * m)
         sampler = MPerClassSampler(labels, m=m, batch_size=batch, length_before_new_iter=len(ds))
         return DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate, drop_last=True)
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, drop_last=len(ds) > cfg.batch_size,
-                      generator=g)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+                      drop_last=len(ds) > cfg.batch_size, generator=g)
 
 
 def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_dir: str | Path) -> dict:
     """Train one encoder; writes `best.pt` (and `last.pt`) under `out_dir`; returns the history."""
     torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    np.random.seed(cfg.seed)  # noqa: NPY002 - pytorch-metric-learning's sampler draws from numpy's global RNG
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -230,3 +230,86 @@ def load_encoder(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Trai
     encoder = build_encoder(cfg.modality, image, cfg.text, cfg.embedding_size)
     encoder.load_state_dict(ckpt["state_dict"])
     return encoder.eval(), cfg
+
+
+def plot_history(histories: dict[str, list[dict]], path: str | Path) -> Path:
+    """Training curves: loss and held-out F1 per epoch, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, hist in histories.items():
+        ep = [h["epoch"] for h in hist]
+        a.plot(ep[1:], [h["loss"] for h in hist[1:]], marker="o", label=name)
+        b.plot(ep, [h["val_f1"] for h in hist], marker="o", label=name)
+    a.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    b.set(xlabel="epoch (0 = untrained)", ylabel="F1 at best threshold", title="Held-out fold F1")
+    a.legend()
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def train_cv(cfg: TrainConfig, df: pd.DataFrame, images_dir, out_dir: str | Path) -> dict:
+    """One model per fold (`fold<k>/`, each validated on its fold) and one on every row (`full/`).
+
+    The fold models give every training row an embedding from a model that never saw its group
+    (honest thresholds downstream); the full model embeds the test rows.
+    """
+    out_dir = Path(out_dir)
+    runs = {f"fold{k}": fit(replace(cfg, fold=k), df, images_dir, out_dir / f"fold{k}") for k in range(cfg.n_folds)}
+    runs["full"] = fit(replace(cfg, fold=-1), df, images_dir, out_dir / "full")
+    folds = [runs[f"fold{k}"]["history"] for k in range(cfg.n_folds)]
+    epochs = len(folds[0])
+    mean = [{"epoch": e, "loss": float(np.mean([h[e]["loss"] for h in folds])),
+             "val_f1": float(np.mean([h[e]["val_f1"] for h in folds])),
+             "val_threshold": float(np.mean([h[e]["val_threshold"] for h in folds])),
+             "seconds": float(np.sum([h[e]["seconds"] for h in folds]))} for e in range(epochs)]
+    return {"history": mean, "best": str(out_dir / "full" / "best.pt"), "classes": runs["full"]["classes"],
+            "train_rows": runs["full"]["train_rows"], "val_rows": len(df), "runs": runs}
+
+
+def checkpoint_set(folder: str | Path) -> dict:
+    """Checkpoints under a model folder: {"test": path, "folds": {k: path}} (folds empty without CV)."""
+    folder = Path(folder)
+    folds = {int(p.parent.name.removeprefix("fold")): p for p in sorted(folder.glob("fold*/best.pt"))}
+    for test in (folder / "full" / "best.pt", folder / "best.pt"):
+        if test.is_file():
+            return {"test": test, "folds": folds}
+    raise FileNotFoundError(f"{folder}: no checkpoint (best.pt or full/best.pt); run 01_train_arcface first")
+
+
+def embed_split(folder: str | Path, name: str, split: str, df: pd.DataFrame, images_dir, out_dir: str | Path,
+                batch_size: int = 128) -> list[Path]:
+    """Embed one split with a trained model folder; writes embedding artifacts, returns their paths.
+
+    Test rows use the full (or single) model. Train rows use the fold models when there are some:
+    `train_<name>@fold<k>` holds every row embedded by the model that did not see fold k, and its
+    sidecar lists fold k's rows, whose neighbours `03_knn` stitches into `train_<name>`.
+    Without fold models the train embedding is in-sample, which its sidecar says.
+    """
+    from .embed import save_embedding
+
+    ckpts = checkpoint_set(folder)
+    out_dir = Path(out_dir)
+    encoder, cfg = load_encoder(ckpts["test"])
+    if cfg.modality != "text" and images_dir is None:
+        log.warning("%s: %s model skipped (dataset without images)", name, cfg.modality)
+        return []
+    if split == "test" or not ckpts["folds"]:
+        X = encode(encoder, df, images_dir, cfg.image_size, batch_size, desc=f"{name} {split}")
+        meta = {"model": name, "checkpoint": str(ckpts["test"]), "split": split, "in_sample": split == "train"}
+        return [save_embedding(out_dir / f"{split}_{name}", X, meta)]
+    folds = assign_folds(df, cfg.n_folds, cfg.seed)
+    paths = []
+    for k, path in ckpts["folds"].items():
+        enc_k, cfg_k = load_encoder(path)
+        X = encode(enc_k, df, images_dir, cfg_k.image_size, batch_size, desc=f"{name} fold {k}")
+        meta = {"model": name, "checkpoint": str(path), "split": split, "oof_fold": k,
+                "fold_rows": np.flatnonzero(folds == k).tolist()}
+        paths.append(save_embedding(out_dir / f"{split}_{name}@fold{k}", X, meta))
+    return paths

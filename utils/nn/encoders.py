@@ -103,7 +103,7 @@ class TransformerTextEncoder(nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         if not Path(model_dir).is_dir():
-            raise FileNotFoundError(f"{model_dir}: transformer folder not found (set the training parameter 'model_dir')")
+            raise FileNotFoundError(f"{model_dir}: transformer folder not found (set the text parameter 'model_dir')")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.model = AutoModel.from_pretrained(model_dir, local_files_only=True)
         self.max_length = max_length

@@ -1,0 +1,121 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from utils import postprocess as pp
+from utils.blend import blend, neighbour_weights
+from utils.chisel import chisel, size_tail
+from utils.fusion import FUSIONS, fuse, to_neighbours
+from utils.matching import ModelThreshold, model_matches
+from utils.metric import score
+from utils.rules import Rule, apply_rules, brand, extract_attributes, model_codes, pair_status
+
+
+def as_sets(m):
+    return [set(m.indices[m.indptr[i]:m.indptr[i + 1]].tolist()) for i in range(m.shape[0])]
+
+
+# the seed's chisel example: rows A, B, C, D with their neighbours by similarity
+IDX = np.array([[0, 2, 1, 3], [1, 0, 2, 3], [2, 0, 1, 3], [3, 2, 1, 0]], dtype=np.int32)
+SIMS = np.array([[1.0, 0.8, 0.5, 0.1], [1.0, 0.5, 0.4, 0.2], [1.0, 0.8, 0.4, 0.3], [1.0, 0.3, 0.2, 0.1]],
+                dtype=np.float32)
+
+
+def test_chisel_hand_computed():
+    # train: one group of 4 and six pairs -> a quarter of the rows sit in groups of 3 or more
+    train = np.array([0] * 4 + [g for g in range(1, 7) for _ in range(2)])
+    np.testing.assert_allclose(size_tail(train)[2:5], [1.0, 0.25, 0.25])
+    everything = model_matches(IDX, SIMS, ModelThreshold(0.0))
+    out = as_sets(chisel(everything, train))
+    # size 3 allowed to 1 of 4 rows: the best 3rd value is A's (0.5); size 4 then to nobody
+    assert out == [{0, 2, 1}, {1, 0}, {2, 0}, {3, 2}]
+    loose = as_sets(chisel(everything, train, slack=4.0))  # slack 4: every row may keep its 4
+    assert loose == [{0, 1, 2, 3}] * 4
+
+
+def test_neighbour_weights_inb_and_qe():
+    W = neighbour_weights(IDX, SIMS, threshold=0.45).toarray()
+    np.testing.assert_allclose(W[0], [1.0, 0.5, 0.8, 0.0])  # A: itself, C (0.8), B (0.5); D below threshold
+    np.testing.assert_allclose(W[3], [0.0, 0.0, 0.0, 1.0])  # D: nobody passes, itself only
+    dba = neighbour_weights(IDX, SIMS, k=2, alpha=0.0).toarray()
+    np.testing.assert_allclose(dba[1], [1.0, 1.0, 0.0, 0.0])  # itself and its first neighbour, equal weights
+    qe = neighbour_weights(IDX, SIMS, k=2, alpha=2.0).toarray()
+    assert qe[0, 2] == pytest.approx(0.64)
+
+
+def test_blend_pulls_group_together():
+    X = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], dtype=np.float32)
+    idx = np.array([[0, 1, 2], [1, 0, 2], [2, 1, 0]], dtype=np.int32)
+    sims = (X[idx] * X[:, None, :]).sum(-1).astype(np.float32)
+    Y = blend(X, neighbour_weights(idx, sims, threshold=0.7))
+    np.testing.assert_allclose(np.linalg.norm(Y, axis=1), 1.0, rtol=1e-6)
+    assert Y[0] @ Y[1] > X[0] @ X[1]  # the two rows that match come closer
+    np.testing.assert_allclose(Y[2], X[2])  # row 2 has no neighbour above 0.7: unchanged
+    Ys = blend(sp.csr_matrix(X), neighbour_weights(idx, sims, threshold=0.7))
+    np.testing.assert_allclose(Ys.toarray(), Y, rtol=1e-6)
+
+
+def test_fusions_and_probabilistic_union():
+    S = np.array([[0.5, 0.2], [0.4, 0.9]])
+    np.testing.assert_allclose(FUSIONS["prob_union"](S), [0.5 + 0.4 - 0.2, 0.2 + 0.9 - 0.18])
+    np.testing.assert_allclose(FUSIONS["mean"](S), [0.45, 0.55])
+    np.testing.assert_allclose(FUSIONS["max"](S), [0.5, 0.9])
+    np.testing.assert_allclose(FUSIONS["prod"](S), [0.2, 0.18])
+    a = np.eye(3, dtype=np.float32)
+    b = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 0, 1]], dtype=np.float32)
+    neigh = {m: (np.array([[0, 1, 2], [1, 0, 2], [2, 0, 1]], np.int32), np.zeros((3, 3), np.float32))
+             for m in ("a", "b")}
+    idx, sims = fuse({"a": a, "b": b}, neigh, "prob_union", k=3)
+    assert idx[1, :2].tolist() == [1, 0] and sims[1, 1] == pytest.approx(0.6)  # a says 0, b says 0.6
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fuse({"a": a, "b": b}, neigh, "median")
+
+
+def test_to_neighbours_self_first_and_padding():
+    idx, sims = to_neighbours(np.array([0, 0, 1]), np.array([1, 0, 1]), np.array([0.3, 0.0, 0.0]), n=2, k=3)
+    assert idx.tolist() == [[0, 1, 0], [1, 1, 1]] and sims[0].tolist() == pytest.approx([1.0, 0.3, -1.0])
+
+
+def test_attributes_on_real_titles():
+    assert model_codes("Alat Cukur Rambut / Happy King / HK900") == {"hk900"}
+    assert model_codes("Fresh Sari Lemon 250ml") == set()  # a quantity is not a model code
+    assert brand("[READY STOCK] FREEMAN Mask 175ML") == "freeman"
+    titles = pd.Series(["Kojie San Cream 30g", "Kojie San Cream 30gr", "Fresh Sari Lemon 250ml",
+                        "Fresh Sari Lemon 500ml", "Happy King HK900", "Happy King HK800"])
+    attrs = extract_attributes(titles)
+    idx = np.array([[0, 1], [1, 0], [2, 3], [3, 2], [4, 5], [5, 4]], dtype=np.int32)
+    status = pair_status(attrs, idx)
+    conflict, shared = status["quantity"]
+    assert not conflict[0, 1] and shared[0, 1]  # 30g = 30gr
+    assert conflict[2, 1] and not shared[2, 1]  # 250ml vs 500ml
+    assert status["model"][0][4, 1]  # HK900 vs HK800
+    sims = np.array([[1.0, 0.9]] * 6, dtype=np.float32)
+    i2, s2 = apply_rules(idx, sims, status, [Rule("unit conflict", "quantity", "conflict", 1.0)])
+    assert s2[2, 1] == pytest.approx(-0.1) and s2[0, 1] == pytest.approx(0.9) and (i2 == idx).all()
+
+
+def test_postprocess_recipe_on_real_titles(real_titles):
+    from utils.data import assign_folds, read_postings
+    from utils.embed import embed
+    from utils.knn import neighbours
+
+    df = read_postings(real_titles / "dev.csv", require_labels=True)
+    labels = df["label_group"].to_numpy()
+    emb = {m: embed(m, df) for m in ("tfidf_word", "tfidf_char")}
+    neigh = {m: neighbours(X, k=20)[:2] for m, X in emb.items()}
+    attrs = extract_attributes(df["title"])
+    cfg = pp.PostConfig(models=list(emb), inb={"threshold": 0.5}, units=True, rules=True, chisel=True, k=20)
+    steps = [name for name, _ in pp.ablation_steps(cfg, "tfidf_char")]
+    assert steps == ["best single model, threshold", "+ min2", "+ union of models + pHash", "+ INB",
+                     "+ unit check", "+ attribute rules", "+ chisel"]
+    prepared = pp.prepare(emb, neigh, cfg)
+    status = pp.statuses(prepared, attrs, cfg)
+    fitted = pp.fit(prepared, status, labels, df["image_phash"].to_numpy(), cfg)
+    assert fitted.rules[0].delta == 1.0 and fitted.chisel_slack in pp.CHISEL_GRID
+    m = pp.apply(prepared, status, df["image_phash"].to_numpy(), fitted, labels, cfg)
+    assert np.diff(m.indptr).max() <= 50 and score(m, labels).f1 > 0.85
+    f1, p, r = pp.out_of_fold(prepared, status, labels, assign_folds(df, 3, 0), df["image_phash"].to_numpy(), cfg)
+    assert 0.8 < f1.mean() <= score(m, labels).f1 + 0.02
+    with pytest.raises(KeyError, match="fusion needs the embeddings"):
+        pp.prepare({}, neigh, pp.PostConfig(models=list(emb), fusion="mean"))

@@ -1,0 +1,65 @@
+"""Fusion of several models' cosine similarities on the union of their candidate pairs (seed 002):
+mean, max, product, and the probabilistic union a + b - ab (1 - prod(1 - s) for more models)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+FUSIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean": lambda S: S.mean(axis=0),
+    "max": lambda S: S.max(axis=0),
+    "prod": lambda S: S.prod(axis=0),
+    "prob_union": lambda S: 1.0 - np.prod(1.0 - S, axis=0),
+}
+
+
+def pair_similarity(X, rows: np.ndarray, cols: np.ndarray, chunk: int = 200_000) -> np.ndarray:
+    """Cosine of the pairs (rows[p], cols[p]) for L2-normalised rows of X, in chunks."""
+    out = np.empty(len(rows), dtype=np.float32)
+    for s in range(0, len(rows), chunk):
+        r, c = rows[s:s + chunk], cols[s:s + chunk]
+        if sp.issparse(X):
+            out[s:s + chunk] = np.asarray(X[r].multiply(X[c]).sum(axis=1)).ravel()
+        else:
+            out[s:s + chunk] = np.einsum("ij,ij->i", X[r], X[c])
+    return out
+
+
+def candidate_pairs(neigh: dict[str, tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (row, col) pairs found in any model's neighbour lists."""
+    keys = np.unique(np.concatenate([np.repeat(np.arange(n, dtype=np.int64), i.shape[1]) * n + i.ravel()
+                                     for i, _ in neigh.values()]))
+    return keys // n, keys % n
+
+
+def to_neighbours(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, n: int,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`k` lists (self first, then by score) from scored pairs; short rows are padded with self at -1."""
+    scores = np.where(rows == cols, np.inf, scores)
+    order = np.lexsort((-scores, rows))
+    rows, cols, scores = rows[order], cols[order], scores[order]
+    starts = np.r_[0, np.cumsum(np.bincount(rows, minlength=n))[:-1]]
+    pos = np.arange(len(rows)) - starts[rows]
+    keep = pos < k
+    idx = np.repeat(np.arange(n, dtype=np.int32)[:, None], k, axis=1)
+    sims = np.full((n, k), -1.0, dtype=np.float32)
+    idx[rows[keep], pos[keep]] = cols[keep]
+    sims[rows[keep], pos[keep]] = scores[keep]
+    sims[:, 0] = 1.0
+    return idx, sims
+
+
+def fuse(embeddings: dict, neigh: dict[str, tuple[np.ndarray, np.ndarray]], method: str = "prob_union",
+         k: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour lists of the fused similarity of `embeddings` (same keys as `neigh`)."""
+    if method not in FUSIONS:
+        raise ValueError(f"unknown fusion {method!r}; choose from {sorted(FUSIONS)}")
+    if set(embeddings) != set(neigh) or len(neigh) < 2:
+        raise ValueError("fusion needs the embeddings and neighbours of the same two or more models")
+    n = next(iter(neigh.values()))[0].shape[0]
+    rows, cols = candidate_pairs(neigh, n)
+    S = np.stack([np.clip(pair_similarity(embeddings[m], rows, cols), 0.0, 1.0) for m in neigh])
+    return to_neighbours(rows, cols, FUSIONS[method](S).astype(np.float32), n, k)

@@ -1,0 +1,178 @@
+"""The post-processing toolbox as one configurable recipe, fitted on train rows and applied to any
+split: blending (INB / QE), similarity fusion, unit and attribute rules, thresholds with min2,
+union with exact pHash, chisel, cap 50. `ablation` measures each step added in turn, out of fold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import blend, matching
+from .chisel import chisel
+from .fusion import fuse
+from .metric import row_scores
+from .rules import DEFAULT_RULES, Rule, apply_rules, pair_status
+
+Neigh = dict[str, tuple[np.ndarray, np.ndarray]]
+RULE_GRID = (-0.1, -0.05, 0.0, 0.05, 0.1, 0.2)
+CHISEL_GRID = (1.0, 1.25, 1.5, 2.0, 3.0)
+
+
+@dataclass
+class PostConfig:
+    """Switches and settings of every step; each defaults to off but thresholds, min2 and pHash."""
+
+    models: list[str]
+    min2: bool = True
+    phash_exact: bool = True
+    joint: bool = True  # tune the union's thresholds jointly
+    inb: dict | None = None  # neighbourhood blending, e.g. {"rounds": 1, "threshold": 0.5}
+    qe: dict | None = None  # alpha query expansion / DBA, e.g. {"k": 3, "alpha": 3.0} (alpha 0 = DBA)
+    fusion: str | None = None  # mean | max | prod | prob_union: one fused model replaces the models
+    units: bool = False  # drop pairs whose quantities differ (30g vs 50g)
+    rules: bool = False  # tune the attribute rule table (model codes, brand)
+    chisel: bool = False  # cut rows to the train group-size distribution
+    k: int = 50
+
+
+@dataclass
+class Fitted:
+    """What `fit` learns on train rows; everything `apply` needs besides the data."""
+
+    thresholds: matching.Thresholds
+    rules: list[Rule] = field(default_factory=list)
+    chisel_slack: float | None = None
+
+    def to_dict(self) -> dict:
+        return {**self.thresholds.to_dict(), "rules": [vars(r) for r in self.rules], "chisel_slack": self.chisel_slack}
+
+
+def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "auto") -> Neigh:
+    """Label-free steps: INB and QE re-embed and re-search each model that has embeddings (models
+    trained with cross-validation have out-of-fold neighbours only and are left as they are);
+    fusion merges the models into one and needs all their embeddings."""
+    emb = {m: embeddings.get(m) for m in cfg.models}
+    if cfg.fusion and any(x is None for x in emb.values()):
+        missing = [m for m, x in emb.items() if x is None]
+        raise KeyError(f"fusion needs the embeddings of {missing} (cross-validated models have out-of-fold "
+                       "neighbours only); fuse other models or turn fusion off")
+    out = {m: neigh[m] for m in cfg.models}
+    for step in (cfg.inb, cfg.qe):
+        if not step:
+            continue
+        for m in cfg.models:
+            if emb[m] is None:
+                continue
+            params = ({"threshold": step.get("threshold", 0.5), "rounds": step.get("rounds", 1)} if step is cfg.inb
+                      else {"threshold": None, "qe_k": step.get("k", 3), "alpha": step.get("alpha", 3.0),
+                            "rounds": step.get("rounds", 1)})
+            emb[m], idx, sims = blend.iterate(emb[m], k=cfg.k, backend=backend, **params)
+            out[m] = (idx, sims)
+    if cfg.fusion:
+        out = {"fused": fuse(emb, out, cfg.fusion, cfg.k)}
+    return out
+
+
+def _with_rules(neigh: Neigh, status: dict, rules: list[Rule]) -> Neigh:
+    active = [r for r in rules if r.delta != 0.0]
+    if not active:
+        return neigh
+    return {m: apply_rules(i, s, status[m], active) for m, (i, s) in neigh.items()}
+
+
+def _matches(neigh: Neigh, phash, fitted: Fitted, train_labels: np.ndarray, status: dict) -> sp.csr_matrix:
+    m = matching.combine(_with_rules(neigh, status, fitted.rules), fitted.thresholds, phash)
+    if fitted.chisel_slack is not None:
+        m = chisel(m, train_labels, fitted.chisel_slack)
+    return m
+
+
+def _f1(m: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None) -> float:
+    f1 = row_scores(m, labels)[0]
+    return float(f1.mean() if rows is None else f1[rows].mean())
+
+
+def fit(neigh: Neigh, titles_status: dict, labels: np.ndarray, phash, cfg: PostConfig,
+        rows: np.ndarray | None = None) -> Fitted:
+    """Tune rule deltas, thresholds and the chisel slack on `rows` of the training split."""
+    phash = phash if cfg.phash_exact else None
+    rules = [replace(r) for r in DEFAULT_RULES]
+    if cfg.units:
+        rules[0].delta = 1.0
+    tune = {"min2": cfg.min2, "phash_exact": cfg.phash_exact, "joint": False}
+    fitted = Fitted(matching.tune(_with_rules(neigh, titles_status, rules), labels, phash, rows, **tune), rules)
+    if cfg.rules:
+        for rule in rules[1:]:
+            scores = []
+            for d in RULE_GRID:
+                rule.delta = d
+                scores.append(_f1(_matches(neigh, phash, fitted, labels, titles_status), labels, rows))
+            rule.delta = RULE_GRID[int(np.argmax(scores))]
+    adjusted = _with_rules(neigh, titles_status, rules)
+    fitted.thresholds = matching.tune(adjusted, labels, phash, rows, min2=cfg.min2, phash_exact=cfg.phash_exact,
+                                      joint=cfg.joint)
+    if cfg.chisel:
+        scores = []
+        for slack in CHISEL_GRID:
+            fitted.chisel_slack = slack
+            scores.append(_f1(_matches(neigh, phash, fitted, labels, titles_status), labels, rows))
+        fitted.chisel_slack = CHISEL_GRID[int(np.argmax(scores))]
+    return fitted
+
+
+def apply(neigh: Neigh, status: dict, phash, fitted: Fitted, train_labels: np.ndarray,
+          cfg: PostConfig) -> sp.csr_matrix:
+    """Matches of a split (capped at 50, valued by similarity) under fitted settings."""
+    return _matches(neigh, phash if cfg.phash_exact else None, fitted, train_labels, status)
+
+
+def statuses(neigh: Neigh, attrs: dict, cfg: PostConfig) -> dict:
+    """Rule masks per model, computed once (empty when no rule step is on)."""
+    if not (cfg.units or cfg.rules):
+        return {m: None for m in neigh}
+    return {m: pair_status(attrs, i) for m, (i, _) in neigh.items()}
+
+
+def out_of_fold(neigh: Neigh, status: dict, labels: np.ndarray, folds: np.ndarray, phash,
+                cfg: PostConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row F1, precision, recall with each fold matched by settings fitted on the other folds."""
+    out = np.zeros((3, len(labels)))
+    for k in np.unique(folds):
+        fitted = fit(neigh, status, labels, phash, cfg, rows=np.flatnonzero(folds != k))
+        held = folds == k
+        scores = row_scores(apply(neigh, status, phash, fitted, labels[folds != k], cfg), labels)
+        for j in range(3):
+            out[j, held] = scores[j][held]
+    return out[0], out[1], out[2]
+
+
+def ablation_steps(final: PostConfig, best_single: str) -> list[tuple[str, PostConfig]]:
+    """Cumulative configurations: one model, + min2, + union & pHash, then each enabled step in turn."""
+    base = PostConfig(models=[best_single], min2=False, phash_exact=False, joint=False, k=final.k)
+    steps = [("best single model, threshold", base), ("+ min2", replace(base, min2=True))]
+    cur = replace(base, models=list(final.models), min2=final.min2, phash_exact=final.phash_exact, joint=final.joint)
+    steps.append(("+ union of models" + (" + pHash" if final.phash_exact else ""), cur))
+    for name, change in (("+ INB", {"inb": final.inb}), ("+ query expansion", {"qe": final.qe}),
+                         (f"+ fusion ({final.fusion})", {"fusion": final.fusion}),
+                         ("+ unit check", {"units": final.units}),
+                         ("+ attribute rules", {"rules": final.rules}), ("+ chisel", {"chisel": final.chisel})):
+        if next(iter(change.values())):
+            cur = replace(cur, **change)
+            steps.append((name, cur))
+    return steps
+
+
+def ablation(embeddings: dict, neigh: Neigh, attrs: dict, labels: np.ndarray, folds: np.ndarray, phash,
+             final: PostConfig, backend: str = "auto") -> pd.DataFrame:
+    """Out-of-fold F1 / precision / recall of each step added in turn (seed 002's results table)."""
+    singles = {m: matching.f1_curve(*neigh[m], labels).max() for m in final.models}
+    best_single = max(singles, key=singles.get)
+    rows = []
+    for name, cfg in ablation_steps(final, best_single):
+        prepared = prepare(embeddings, neigh, cfg, backend)
+        f1, p, r = out_of_fold(prepared, statuses(prepared, attrs, cfg), labels, folds, phash, cfg)
+        rows.append({"step": name, "f1": f1.mean(), "precision": p.mean(), "recall": r.mean()})
+    return pd.DataFrame(rows)
