@@ -62,7 +62,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw)
         head, _, rest = key.partition(".")
-        if rest and head in cfg["stages"]:
+        if key == "run":
+            cfg["run"] = str(value)
+        elif rest and head in cfg["stages"]:
             cfg["stages"][head] = {**(cfg["stages"][head] or {}), rest: value}
         elif rest and head == "data":
             cfg["data"][rest] = value
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
     r.add_argument("--stages", help="comma-separated subset of stages, e.g. 03_knn,04_postprocess")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override: stage.param=v, data.key=v, or param=v for every stage declaring it")
+                   help="override: stage.param=v, data.key=v, run=NAME, or param=v for every stage declaring it")
     r.add_argument("--force", action="store_true", help="re-run stages even when up to date")
     args = ap.parse_args(argv)
     try:

@@ -175,4 +175,6 @@ def ablation(embeddings: dict, neigh: Neigh, attrs: dict, labels: np.ndarray, fo
         prepared = prepare(embeddings, neigh, cfg, backend)
         f1, p, r = out_of_fold(prepared, statuses(prepared, attrs, cfg), labels, folds, phash, cfg)
         rows.append({"step": name, "f1": f1.mean(), "precision": p.mean(), "recall": r.mean()})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["best_single"] = best_single
+    return table

@@ -64,8 +64,8 @@ def extract_attributes(titles: pd.Series) -> dict[str, list]:
     return {"quantity": quantities, "model": [model_codes(t) for t in titles], "brand": [brand(t) for t in titles]}
 
 
-def _status(attr: str, values: list, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(both have it and conflict, both have it and share a value) for each pair."""
+def attribute_status(attr: str, values: list, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(both titles have the attribute and conflict, both have it and share a value) for each pair."""
     conflict = np.zeros(len(rows), dtype=bool)
     shared = np.zeros(len(rows), dtype=bool)
     for p, (i, j) in enumerate(zip(rows, cols, strict=True)):
@@ -91,7 +91,7 @@ def pair_status(attrs: dict[str, list], indices: np.ndarray) -> dict[str, tuple[
     rows, cols = np.repeat(np.arange(n), k), indices.ravel()
     out = {}
     for attr in ("quantity", "model", "brand"):
-        conflict, shared = _status(attr, attrs[attr], rows, cols)
+        conflict, shared = attribute_status(attr, attrs[attr], rows, cols)
         same = rows == cols
         out[attr] = ((conflict & ~same).reshape(n, k), (shared & ~same).reshape(n, k))
     return out

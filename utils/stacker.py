@@ -1,0 +1,233 @@
+"""Pair-fusion stacker (05_stacker): candidate pairs from every model's neighbours, vectorised pair
+features, a LightGBM (or XGBoost) classifier with out-of-fold predictions grouped by label group, and
+the decision from pair probabilities to matches (threshold, min2, cap 50)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from rapidfuzz.distance import Levenshtein
+from scipy.sparse.csgraph import connected_components
+
+from .fusion import candidate_pairs, pair_similarity
+from .matching import DEFAULT_GRID, cap
+from .metric import row_scores
+from .rules import attribute_status, brand, extract_attributes
+from .text import tokens
+
+Neigh = dict[str, tuple[np.ndarray, np.ndarray]]
+_NUM = re.compile(r"\d+")
+KTH = 5  # "similarity minus the row's k-th similarity" uses this neighbour
+
+
+def candidates(neigh: Neigh, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (i, j) pairs, i != j, with j in some model's first `k` neighbours of i."""
+    n = next(iter(neigh.values()))[0].shape[0]
+    rows, cols = candidate_pairs({m: (i[:, :k], s[:, :k]) for m, (i, s) in neigh.items()}, n)
+    keep = rows != cols
+    return rows[keep], cols[keep]
+
+
+def candidate_recall(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray) -> float:
+    """Share of true pairs (i != j, same group) that are candidates."""
+    sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
+    true_pairs = int((sizes * (sizes - 1)).sum())
+    return float((labels[rows] == labels[cols]).sum() / true_pairs) if true_pairs else 1.0
+
+
+def _lookup(indices: np.ndarray, values: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+            missing: float) -> np.ndarray:
+    """values[i, position of j in i's list] for each pair, `missing` where j is not in the list."""
+    n, k = indices.shape
+    m = sp.csr_matrix((np.arange(1, k + 1).repeat(1)[None, :].repeat(n, 0).ravel(),
+                       (np.repeat(np.arange(n), k), indices.ravel())), shape=(n, n))
+    m.sum_duplicates()
+    pos = np.asarray(m[rows, cols]).ravel().astype(np.int64) - 1
+    out = np.full(len(rows), missing, dtype=np.float32)
+    hit = pos >= 0
+    out[hit] = values[rows[hit], np.minimum(pos[hit], k - 1)]
+    return out
+
+
+def _hamming(phash: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    ints = np.array([int(h, 16) for h in phash], dtype=np.uint64)
+    x = ints[rows] ^ ints[cols]
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.float32)
+
+
+def _title_features(titles: pd.Series, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+    toks = [frozenset(tokens(t)) for t in titles]
+    nums = [frozenset(_NUM.findall(t)) for t in titles]
+    brands = [brand(t) for t in titles]
+    lower = [t.lower() for t in titles]
+    jac = np.empty(len(rows), dtype=np.float32)
+    shared_num = np.empty(len(rows), dtype=np.float32)
+    edit = np.empty(len(rows), dtype=np.float32)
+    same_brand = np.empty(len(rows), dtype=np.float32)
+    for p, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+        a, b = toks[i], toks[j]
+        jac[p] = len(a & b) / max(1, len(a | b))
+        shared_num[p] = len(nums[i] & nums[j])
+        edit[p] = Levenshtein.normalized_similarity(lower[i], lower[j])
+        same_brand[p] = float(brands[i] == brands[j] and brands[i] != "")
+    length = np.array([len(t) for t in titles], dtype=np.float32)
+    return {"title_jaccard": jac, "title_edit_ratio": edit, "title_len_diff": np.abs(length[rows] - length[cols]),
+            "shared_numbers": shared_num, "same_brand": same_brand}
+
+
+def build_features(neigh: Neigh, rows: np.ndarray, cols: np.ndarray, df: pd.DataFrame,
+                   embeddings: dict | None = None, thresholds: dict[str, float] | None = None,
+                   image_sizes: np.ndarray | None = None) -> pd.DataFrame:
+    """Features of the pairs (rows[p], cols[p]); row order of `df` is the index space."""
+    embeddings = embeddings or {}
+    thresholds = thresholds or {}
+    feats: dict[str, np.ndarray] = {}
+    for m, (idx, sims) in neigh.items():
+        k = idx.shape[1]
+        sim = (pair_similarity(embeddings[m], rows, cols) if m in embeddings
+               else _lookup(idx, sims, rows, cols, np.nan))
+        ranks = np.tile(np.arange(k, dtype=np.float32), (idx.shape[0], 1))
+        mean, std = sims[:, 1:].mean(axis=1), sims[:, 1:].std(axis=1) + 1e-6
+        kth = sims[:, min(KTH, k - 1)]
+        feats[f"{m}_sim"] = sim
+        feats[f"{m}_rank_ij"] = _lookup(idx, ranks, rows, cols, k)
+        feats[f"{m}_rank_ji"] = _lookup(idx, ranks, cols, rows, k)
+        feats[f"{m}_minus_kth"] = sim - kth[rows]
+        feats[f"{m}_row_mean"] = mean[rows]
+        feats[f"{m}_row_std"] = std[rows]
+        feats[f"{m}_z"] = (sim - mean[rows]) / std[rows]
+        above = (sims[:, 1:] >= thresholds.get(m, 0.5)).sum(axis=1).astype(np.float32)
+        feats[f"{m}_n_above_i"] = above[rows]
+        feats[f"{m}_n_above_j"] = above[cols]
+    feats["phash_hamming"] = _hamming(df["image_phash"].to_numpy(), rows, cols)
+    feats.update(_title_features(df["title"], rows, cols))
+    attrs = extract_attributes(df["title"])
+    feats["unit_mismatch"] = attribute_status("quantity", attrs["quantity"], rows, cols)[0].astype(np.float32)
+    feats.update(_graph_features(neigh, rows, cols, len(df)))
+    if image_sizes is not None:
+        area = image_sizes[:, 0] * image_sizes[:, 1]
+        feats["img_area_ratio"] = np.minimum(area[rows], area[cols]) / np.maximum(area[rows], area[cols])
+        feats["img_same_size"] = (image_sizes[rows] == image_sizes[cols]).all(axis=1).astype(np.float32)
+    return pd.DataFrame(feats)
+
+
+def _graph_features(neigh: Neigh, rows: np.ndarray, cols: np.ndarray, n: int,
+                    top: int = 5) -> dict[str, np.ndarray]:
+    """Common neighbours of i and j, and the size of their component, in the graph of every model's top-5."""
+    r, c = candidate_pairs({m: (i[:, :top], s[:, :top]) for m, (i, s) in neigh.items()}, n)
+    A = sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=(n, n))
+    A = ((A + A.T) > 0).astype(np.float32).tocsr()
+    A.setdiag(0)
+    A.eliminate_zeros()
+    common = np.asarray(A[rows].multiply(A[cols]).sum(axis=1)).ravel()
+    _, comp = connected_components(A, directed=False)
+    size = np.bincount(comp)[comp].astype(np.float32)
+    return {"common_neighbours": common.astype(np.float32), "component_size": size[rows]}
+
+
+@dataclass
+class StackerConfig:
+    model: str = "lightgbm"  # lightgbm | xgboost
+    n_estimators: int = 400
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def make_classifier(cfg: StackerConfig):
+    """LightGBM or XGBoost binary classifier, on CUDA when asked for (or auto and present)."""
+    gpu = cfg.device == "cuda" or (cfg.device == "auto" and _cuda())
+    if cfg.model == "lightgbm":
+        import lightgbm as lgb
+
+        return lgb.LGBMClassifier(n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
+                                  num_leaves=cfg.num_leaves, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
+                                  random_state=cfg.seed, device_type="cuda" if gpu else "cpu", verbose=-1,
+                                  deterministic=True, force_row_wise=True)
+    if cfg.model == "xgboost":
+        import xgboost as xgb
+
+        return xgb.XGBClassifier(n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
+                                 max_leaves=cfg.num_leaves, subsample=0.8, colsample_bytree=0.8, tree_method="hist",
+                                 random_state=cfg.seed, device="cuda" if gpu else "cpu")
+    raise ValueError(f"model must be 'lightgbm' or 'xgboost', got {cfg.model!r}")
+
+
+def pair_folds(rows: np.ndarray, cols: np.ndarray, folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train pairs, validation pairs) per fold: validation = query row in the fold; training = pairs with
+    neither end in the fold, so no validation query's group is seen in training."""
+    out = []
+    for k in np.unique(folds):
+        val = folds[rows] == k
+        train = (folds[rows] != k) & (folds[cols] != k)
+        out.append((np.flatnonzero(train), np.flatnonzero(val)))
+    return out
+
+
+def out_of_fold(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, folds: np.ndarray,
+                cfg: StackerConfig) -> np.ndarray:
+    """Out-of-fold pair probabilities."""
+    prob = np.zeros(len(y), dtype=np.float32)
+    for train, val in pair_folds(rows, cols, folds):
+        clf = make_classifier(cfg).fit(X.iloc[train], y[train])
+        prob[val] = clf.predict_proba(X.iloc[val])[:, 1]
+    return prob
+
+
+def pair_matrix(rows: np.ndarray, cols: np.ndarray, prob: np.ndarray, n: int) -> sp.csr_matrix:
+    """Symmetric N x N probabilities (mean of p(i,j) and p(j,i) where both were scored)."""
+    P = sp.csr_matrix((prob, (rows, cols)), shape=(n, n))
+    C = sp.csr_matrix((np.ones_like(prob), (rows, cols)), shape=(n, n))
+    total, count = (P + P.T).tocsr(), (C + C.T).tocsr()
+    total.data /= count.data  # same sparsity pattern: both are sums over the same pairs
+    return total
+
+
+def decide(P: sp.csr_matrix, threshold: float, min2_threshold: float | None = None,
+           max_matches: int = 50) -> sp.csr_matrix:
+    """Matches from pair probabilities: above threshold, min2 on the best candidate, self first, cap."""
+    P = sp.csr_matrix(P)
+    keep = P.copy()
+    keep.data = np.where(keep.data >= threshold, keep.data, 0.0)
+    keep.eliminate_zeros()
+    if min2_threshold is not None:
+        alone = np.flatnonzero(np.diff(keep.indptr) == 0)
+        best_col = np.full(P.shape[0], -1)
+        best_val = np.zeros(P.shape[0])
+        for i in alone:
+            lo, hi = P.indptr[i], P.indptr[i + 1]
+            if hi > lo:
+                j = np.argmax(P.data[lo:hi])
+                best_col[i], best_val[i] = P.indices[lo + j], P.data[lo + j]
+        add = alone[(best_col[alone] >= 0) & (best_val[alone] >= min2_threshold)]
+        keep = keep + sp.csr_matrix((best_val[add], (add, best_col[add])), shape=P.shape)
+    return cap(keep.tocsr(), max_matches)
+
+
+def tune_decision(P: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None = None,
+                  grid: np.ndarray = DEFAULT_GRID) -> tuple[float, float | None, np.ndarray]:
+    """Best probability threshold, then best min2 threshold, by F1 on `rows`; returns the F1 curve too."""
+    def f1(th, m2):
+        s = row_scores(decide(P, th, m2), labels)[0]
+        return float(s.mean() if rows is None else s[rows].mean())
+
+    coarse = grid[::2]
+    curve = np.array([f1(t, None) for t in coarse])
+    best = float(coarse[int(np.argmax(curve))])
+    m2 = [f1(best, float(v)) for v in coarse[coarse <= best]]
+    min2 = float(coarse[coarse <= best][int(np.argmax(m2))]) if m2 and max(m2) > curve.max() else None
+    return best, min2, np.vstack([coarse, curve])
