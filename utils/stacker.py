@@ -231,3 +231,25 @@ def tune_decision(P: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None 
     m2 = [f1(best, float(v)) for v in coarse[coarse <= best]]
     min2 = float(coarse[coarse <= best][int(np.argmax(m2))]) if m2 and max(m2) > curve.max() else None
     return best, min2, np.vstack([coarse, curve])
+
+
+def image_sizes(df: pd.DataFrame, folder: str) -> np.ndarray:
+    """(width, height) of each row's image, read from the file headers only."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = np.zeros((len(df), 2), dtype=np.float32)
+    for r, name in enumerate(df["image"]):
+        with Image.open(Path(folder) / name) as im:
+            out[r] = im.size
+    return out
+
+
+def importance(clf, columns: list[str]) -> pd.Series:
+    """Feature importance (gain where the library gives it), largest first."""
+    if hasattr(clf, "booster_"):
+        values = clf.booster_.feature_importance(importance_type="gain")
+    else:
+        values = clf.feature_importances_
+    return pd.Series(values, index=columns).sort_values(ascending=False)
