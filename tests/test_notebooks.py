@@ -41,22 +41,37 @@ def demo_config(data_dir, run_dir, **stage_overrides):
     return cfg
 
 
+TINY_TRAINING = {"cv": ["text"], "models": {
+    "text": {"modality": "text", "epochs": 1, "n_folds": 3},
+    "image": {"modality": "image", "image": {"backbone": "resnet10t"}, "image_size": 48, "epochs": 1, "batch_size": 16,
+              "n_folds": 3}}}
+FAST = {"01_train_arcface": TINY_TRAINING, "04_postprocess": {"n_folds": 3}, "05_stacker": {"n_folds": 3,
+                                                                                              "n_estimators": 50}}
+STAGES = ["00_eda", "01_train_arcface", "02_embed", "03_knn", "04_postprocess", "05_stacker"]
+
+
 def test_demo_chain_end_to_end(tiny_demo, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    cfg = demo_config(tiny_demo, run_dir, **{"04_postprocess": {"n_folds": 3}})
+    cfg = demo_config(tiny_demo, run_dir, **FAST)
     rows = pipeline.run(cfg)
-    assert [r["status"] for r in rows] == ["ran"] * 4
+    assert [r["status"] for r in rows] == ["ran"] * 6
     sub = pd.read_csv(run_dir / "submission.csv")
     test = pd.read_csv(tiny_demo / "test.csv")
     assert list(sub["posting_id"]) == list(test["posting_id"])
     lists = sub["matches"].str.split()
     assert all(pid == m[0] for pid, m in zip(sub["posting_id"], lists, strict=True)) and lists.map(len).max() <= 50
-    for stage in ("00_eda", "02_embed", "03_knn", "04_postprocess"):
+    for stage in STAGES:
         assert (run_dir / stage / "metrics.json").exists() and (run_dir / "notebooks" / f"{stage}.ipynb").exists()
     assert (run_dir / "00_eda" / "group_sizes.png").exists() and (run_dir / "00_eda" / "image_grid.png").exists()
+    assert (run_dir / "01_train_arcface" / "text" / "fold2" / "best.pt").exists()
+    assert (run_dir / "03_knn" / "train_text_arcface.npz").exists()  # stitched from the fold parts
     thresholds = json.loads((run_dir / "04_postprocess" / "thresholds.json").read_text())
-    assert set(thresholds["models"]) == {"tfidf_word", "tfidf_char", "wordllama", "phash"}
-    metrics = json.loads((run_dir / "04_postprocess" / "metrics.json").read_text())
+    assert set(thresholds["models"]) <= {"tfidf_word", "tfidf_char", "wordllama", "phash", "text_arcface"}
+    post = json.loads((run_dir / "04_postprocess" / "metrics.json").read_text())
+    assert [r["step"] for r in post["ablation"]][:3] == ["best single model, threshold", "+ min2",
+                                                         "+ union of models + pHash"]
+    metrics = json.loads((run_dir / "05_stacker" / "metrics.json").read_text())
+    assert metrics["postprocess_test_f1"] == pytest.approx(post["test_f1"])
     # the notebook's figure is the scorer's figure
     args = ["--data", str(tiny_demo / "test_solution.csv"), "--submission", str(run_dir / "submission.csv")]
     assert score_main(args) == 0
@@ -64,15 +79,16 @@ def test_demo_chain_end_to_end(tiny_demo, tmp_path, capsys):
     assert metrics["test_f1"] > 0.5
 
     # resume: nothing changed -> all cached; a knn parameter changed -> knn and later stages re-run
-    assert [r["status"] for r in pipeline.run(cfg)] == ["cached"] * 4
-    cfg2 = demo_config(tiny_demo, run_dir, **{"04_postprocess": {"n_folds": 3}, "03_knn": {"k": 20}})
-    assert [r["status"] for r in pipeline.run(cfg2)] == ["cached", "cached", "ran", "ran"]
+    assert [r["status"] for r in pipeline.run(cfg)] == ["cached"] * 6
+    cfg2 = demo_config(tiny_demo, run_dir, **FAST, **{"03_knn": {"k": 20}})
+    assert [r["status"] for r in pipeline.run(cfg2)] == ["cached"] * 3 + ["ran"] * 3
     summary = pipeline.format_summary(rows)
-    assert "04_postprocess" in summary and "test_f1" in summary
+    assert "05_stacker" in summary and "test_f1" in summary
 
 
 def test_failing_cell_names_stage_cell_and_notebook(tiny_demo, tmp_path):
     cfg = demo_config(tiny_demo, tmp_path / "run", **{"03_knn": {"backend": "annoy"}})
+    cfg["stages"]["02_embed"]["checkpoints"] = {}
     with pytest.raises(pipeline.StageFailed) as e:
         pipeline.run(cfg, stages=["02_embed", "03_knn"])
     msg = str(e.value)
@@ -84,9 +100,10 @@ def test_real_titles_config_reaches_target(real_titles, tmp_path):
     cfg = pipeline.load_config(CONFIGS / "real-titles.yaml")
     cfg["run"] = str(tmp_path / "rt")
     rows = pipeline.run(cfg)
-    assert [r["stage"] for r in rows] == ["00_eda", "02_embed", "03_knn", "04_postprocess"]
-    f1 = json.loads((tmp_path / "rt" / "04_postprocess" / "metrics.json").read_text())["test_f1"]
-    assert f1 >= 0.83
+    assert [r["stage"] for r in rows] == STAGES
+    post = json.loads((tmp_path / "rt" / "04_postprocess" / "metrics.json").read_text())["test_f1"]
+    stacked = json.loads((tmp_path / "rt" / "05_stacker" / "metrics.json").read_text())["test_f1"]
+    assert post >= 0.85 and stacked >= post + 0.01
 
 
 def test_config_errors(tmp_path):

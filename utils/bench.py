@@ -55,6 +55,40 @@ def bench_knn(n: int, d: int, k: int, chunk: int, backends: list[str]) -> list[d
     return rows
 
 
+def bench_stacker(n: int, k: int, d: int = 64, seed: int = 0) -> dict:
+    """Feature building and prediction time per million candidate pairs on clustered random data."""
+    import lightgbm  # noqa: F401  (imported before timing)
+    import pandas as pd
+
+    from . import stacker as st
+    from .knn import neighbours
+
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, n // 3, size=n)
+    centres = random_unit_vectors(n // 3, d, seed)
+    vocab = np.array([f"w{i}" for i in range(5000)])
+    titles = [" ".join(rng.choice(vocab, size=8)) + f" {rng.integers(1, 500)}ml" for _ in range(n)]
+    df = pd.DataFrame({"title": titles, "image_phash": [f"{x:016x}" for x in rng.integers(0, 2**63, size=n)]})
+    emb, neigh = {}, {}
+    for m in ("a", "b"):
+        x = centres[groups] + 0.6 * rng.standard_normal((n, d)).astype(np.float32)
+        emb[m] = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        neigh[m] = neighbours(emb[m], k=k, backend="faiss-cpu")[:2]
+    t0 = time.perf_counter()
+    rows, cols = st.candidates(neigh, k)
+    X = st.build_features(neigh, rows, cols, df, emb)
+    t_feat = time.perf_counter() - t0
+    y = (groups[rows] == groups[cols]).astype(int)
+    clf = st.make_classifier(st.StackerConfig(n_estimators=200, device="cpu")).fit(X, y)
+    t0 = time.perf_counter()
+    clf.predict_proba(X)
+    t_pred = time.perf_counter() - t0
+    million = len(rows) / 1e6
+    return {"rows": n, "k": k, "pairs": len(rows), "features": X.shape[1],
+            "feature_seconds_per_million_pairs": round(t_feat / million, 2),
+            "predict_seconds_per_million_pairs": round(t_pred / million, 2), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .knn import available_backends
 
@@ -71,7 +105,17 @@ def main(argv: list[str] | None = None) -> int:
                            help="comma-separated backends (default: all available here)")
         else:
             p.add_argument("--backend", required=True)
+    p = sub.add_parser("stacker", help="stacker feature building and prediction per million candidate pairs")
+    p.add_argument("--n", type=int, default=20_000, help="rows (pairs are about n * 2k)")
+    p.add_argument("--k", type=int, default=50, help="neighbours per row and model")
     args = ap.parse_args(argv)
+    if args.cmd == "stacker":
+        r = bench_stacker(args.n, args.k)
+        print(json.dumps(r))
+        print(f"\nstacker on {r['pairs']:,} candidate pairs ({r['features']} features, CPU): "
+              f"features {r['feature_seconds_per_million_pairs']} s per million pairs, prediction "
+              f"{r['predict_seconds_per_million_pairs']} s per million pairs, peak RSS {r['peak_rss_mb']:.0f} MB")
+        return 0
     if args.cmd == "knn-one":
         print(json.dumps(knn_one(args.backend, args.n, args.d, args.k, args.chunk)))
         return 0

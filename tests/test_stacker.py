@@ -1,0 +1,83 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils import stacker as st
+from utils.data import assign_folds, read_postings
+from utils.embed import embed
+from utils.knn import neighbours
+from utils.metric import score
+
+DF = pd.DataFrame({"title": ["Kopi Susu 250ml Kapal", "kopi susu 250 ml kapal", "Teh Hijau 500ml", "Teh Hijau 1L"],
+                   "image_phash": ["ffffffffffffffff", "fffffffffffffff0", "0000000000000000", "0000000000000003"]})
+IDX = np.array([[0, 1, 2, 3], [1, 0, 2, 3], [2, 3, 0, 1], [3, 2, 1, 0]], dtype=np.int32)
+SIMS = np.array([[1.0, 0.9, 0.2, 0.1], [1.0, 0.9, 0.3, 0.1], [1.0, 0.6, 0.2, 0.1], [1.0, 0.6, 0.1, 0.1]],
+                dtype=np.float32)
+
+
+def test_candidates_and_recall():
+    rows, cols = st.candidates({"a": (IDX, SIMS)}, k=2)
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 1), (1, 0), (2, 3), (3, 2)]
+    assert st.candidate_recall(rows, cols, np.array([0, 0, 1, 1])) == 1.0
+    assert st.candidate_recall(rows, cols, np.array([0, 0, 0, 1])) == pytest.approx(2 / 6)
+
+
+def test_features_of_a_hand_made_pair():
+    rows, cols = np.array([0, 2]), np.array([1, 3])
+    X = st.build_features({"a": (IDX, SIMS)}, rows, cols, DF, thresholds={"a": 0.5})
+    first = X.iloc[0]
+    assert first["a_sim"] == pytest.approx(0.9) and first["a_rank_ij"] == 1 and first["a_rank_ji"] == 1
+    assert first["a_row_mean"] == pytest.approx((0.9 + 0.2 + 0.1) / 3)
+    assert first["a_minus_kth"] == pytest.approx(0.9 - 0.1)  # k-th neighbour clipped to the list: 0.1
+    assert first["a_n_above_i"] == 1
+    assert first["phash_hamming"] == 4
+    assert first["title_jaccard"] == pytest.approx(3 / 6)  # {kopi susu 250ml kapal} vs {kopi susu 250 ml kapal}
+    assert first["unit_mismatch"] == 0 and first["same_brand"] == 1
+    second = X.iloc[1]
+    assert second["unit_mismatch"] == 1  # 500ml vs 1L
+    assert second["phash_hamming"] == 2 and second["shared_numbers"] == 0
+    assert set(X.columns) >= {"common_neighbours", "component_size", "title_edit_ratio", "title_len_diff", "a_z"}
+
+
+def test_pair_folds_have_no_group_leakage(real_titles):
+    df = read_postings(real_titles / "dev.csv", require_labels=True)
+    labels = df["label_group"].to_numpy()
+    neigh = {"c": neighbours(embed("tfidf_char", df), k=10)[:2]}
+    rows, cols = st.candidates(neigh, 10)
+    folds = assign_folds(df, 5, 0)
+    for train, val in st.pair_folds(rows, cols, folds):
+        seen = set(labels[rows[train]]) | set(labels[cols[train]])
+        assert not seen & set(labels[rows[val]])
+        assert len(val) and len(train)
+
+
+def test_decide_threshold_min2_and_cap():
+    P = st.pair_matrix(np.array([0, 1, 2, 3]), np.array([1, 0, 3, 2]), np.array([0.9, 0.7, 0.3, 0.3]), 4)
+    assert P[0, 1] == pytest.approx(0.8)  # mean of both directions
+    m = st.decide(P, 0.5)
+    assert [set(m.indices[m.indptr[i]:m.indptr[i + 1]]) for i in range(4)] == [{0, 1}, {0, 1}, {2}, {3}]
+    m2 = st.decide(P, 0.5, min2_threshold=0.25)
+    assert set(m2.indices[m2.indptr[2]:m2.indptr[3]]) == {2, 3}
+
+
+def test_stacker_end_to_end_deterministic(real_titles):
+    df = read_postings(real_titles / "dev.csv", require_labels=True)
+    df = df[df["label_group"].isin(df["label_group"].unique()[:150])].reset_index(drop=True)
+    labels = df["label_group"].to_numpy()
+    emb = {m: embed(m, df) for m in ("tfidf_word", "tfidf_char")}
+    neigh = {m: neighbours(X, k=20)[:2] for m, X in emb.items()}
+    rows, cols = st.candidates(neigh, 20)
+    X = st.build_features(neigh, rows, cols, df, emb)
+    y = (labels[rows] == labels[cols]).astype(int)
+    folds = assign_folds(df, 3, 0)
+    cfg = st.StackerConfig(n_estimators=50, seed=3)
+    p1 = st.out_of_fold(X, y, rows, cols, folds, cfg)
+    p2 = st.out_of_fold(X, y, rows, cols, folds, cfg)
+    np.testing.assert_array_equal(p1, p2)
+    P = st.pair_matrix(rows, cols, p1, len(df))
+    thr, m2, _ = st.tune_decision(P, labels)
+    assert score(st.decide(P, thr, m2), labels).f1 > 0.8
+    px = st.out_of_fold(X, y, rows, cols, folds, st.StackerConfig(model="xgboost", n_estimators=50))
+    assert px.shape == p1.shape and 0 <= px.min() and px.max() <= 1
+    with pytest.raises(ValueError, match="lightgbm"):
+        st.make_classifier(st.StackerConfig(model="catboost"))
