@@ -8,7 +8,6 @@ from utils.matching import (
     combine,
     f1_curve,
     model_matches,
-    out_of_fold,
     phash_matches,
     tune,
     tune_model,
@@ -86,7 +85,10 @@ def test_out_of_fold_tunes_on_other_folds():
 
     idx, sims, _ = neighbours(emb.astype(np.float32), k=10, backend="numpy")
     folds = labels % 4
-    f1, per_fold = out_of_fold({"m": (idx, sims)}, labels, folds, None, phash_exact=False)
-    assert len(per_fold) == 4 and 0.5 < f1.mean() <= 1.0
+    from utils import postprocess as pp
+
+    cfg = pp.PostConfig(models=["m"], phash_exact=False)
+    f1, precision, recall = pp.out_of_fold({"m": (idx, sims)}, {"m": None}, labels, folds, None, cfg)
+    assert 0.5 < f1.mean() <= 1.0 and 0 < precision.mean() <= 1 and 0 < recall.mean() <= 1
     full = tune({"m": (idx, sims)}, labels, phash_exact=False)
     assert score(combine({"m": (idx, sims)}, full), labels).f1 >= f1.mean() - 1e-9

@@ -31,7 +31,8 @@ def tfidf(titles: pd.Series, analyzer: str = "word", ngram_min: int = 1, ngram_m
     return vec.fit_transform(titles.map(normalize_title)).astype(np.float32).tocsr()
 
 
-def _wordllama_files() -> tuple[Path, Path]:
+def wordllama_files() -> tuple[Path, Path]:
+    """The static token table and tokenizer shipped inside the wordllama wheel."""
     import wordllama
 
     root = Path(wordllama.__file__).parent
@@ -48,7 +49,7 @@ def load_wordllama(weights: str | Path | None = None, tokenizer: str | Path | No
     from tokenizers import Tokenizer
     from wordllama.inference import WordLlamaInference
 
-    default_w, default_t = _wordllama_files()
+    default_w, default_t = wordllama_files()
     weights, tokenizer = Path(weights or default_w), Path(tokenizer or default_t)
     for p, param in ((weights, "wordllama_weights"), (tokenizer, "wordllama_tokenizer")):
         if not p.is_file():

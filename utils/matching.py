@@ -178,16 +178,3 @@ def tune(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, ph
     """Full baseline tuning on `rows`: each model alone, then (optionally) jointly for the union."""
     th = Thresholds({m: tune_model(i, s, labels, rows, min2=min2) for m, (i, s) in neigh.items()}, phash_exact)
     return tune_union(neigh, labels, th, phash, rows) if joint else th
-
-
-def out_of_fold(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, folds: np.ndarray,
-                phash: np.ndarray | None = None, **tune_kw) -> tuple[np.ndarray, list[Thresholds]]:
-    """Per-row F1 where each fold's rows are matched with thresholds tuned on the other folds."""
-    f1 = np.empty(len(labels))
-    per_fold = []
-    for k in np.unique(folds):
-        th = tune(neigh, labels, phash, rows=np.flatnonzero(folds != k), **tune_kw)
-        held = np.flatnonzero(folds == k)
-        f1[held] = row_scores(combine(neigh, th, phash), labels)[0][held]
-        per_fold.append(th)
-    return f1, per_fold

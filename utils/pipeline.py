@@ -21,16 +21,8 @@ import yaml
 from .io import read_json, write_json
 from .paths import NOTEBOOKS, ROOT, RUNS
 
-# stage -> whether it needs image files (skipped for title + pHash datasets)
-STAGES: dict[str, bool] = {
-    "00_eda": False,
-    "01_train_arcface": False,  # its image models skip themselves on datasets without images
-    "02_embed": False,
-    "03_knn": False,
-    "04_postprocess": False,
-    "05_stacker": False,
-    "06_hmgnet_valuation": False,
-}
+# chain order; stages that need images skip their image models themselves on datasets without images
+STAGES = ("00_eda", "01_train_arcface", "02_embed", "03_knn", "04_postprocess", "05_stacker", "06_hmgnet_valuation")
 # data keys that are paths (resolved against the project root) and passed to stages declaring them
 PATH_KEYS = ("train_csv", "test_csv", "test_labels_csv", "train_images", "test_images", "reference_csv")
 
@@ -153,10 +145,6 @@ def run(cfg: dict, stages: list[str] | None = None, force: bool = False) -> list
     summary, upstream_ran = [], False
     for n, stage in enumerate(chain, 1):
         prefix = f"[{n}/{len(chain)}] {stage}"
-        if STAGES[stage] and not cfg["data"].get("images", True):
-            print(f"{prefix}: skipped (dataset without images)", flush=True)
-            summary.append({"stage": stage, "status": "skipped: no images", "seconds": 0.0, "metric": "", "value": ""})
-            continue
         params = stage_parameters(cfg, stage, run_dir)
         stamp_path = run_dir / stage / ".fingerprint.json"
         fp = _fingerprint(stage, params)

@@ -39,18 +39,19 @@ def candidate_recall(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray) -> 
     return float((labels[rows] == labels[cols]).sum() / true_pairs) if true_pairs else 1.0
 
 
-def _lookup(indices: np.ndarray, values: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-            missing: float) -> np.ndarray:
-    """values[i, position of j in i's list] for each pair, `missing` where j is not in the list."""
+def _positions(indices: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Position of cols[p] in the neighbour list of rows[p] (first occurrence), -1 where absent."""
     n, k = indices.shape
-    m = sp.csr_matrix((np.arange(1, k + 1).repeat(1)[None, :].repeat(n, 0).ravel(),
-                       (np.repeat(np.arange(n), k), indices.ravel())), shape=(n, n))
-    m.sum_duplicates()
-    pos = np.asarray(m[rows, cols]).ravel().astype(np.int64) - 1
-    out = np.full(len(rows), missing, dtype=np.float32)
-    hit = pos >= 0
-    out[hit] = values[rows[hit], np.minimum(pos[hit], k - 1)]
-    return out
+    keys = np.repeat(np.arange(n, dtype=np.int64), k) * n + indices.ravel()
+    uniq, first = np.unique(keys, return_index=True)  # padded lists repeat ids: keep the first place
+    query = rows.astype(np.int64) * n + cols
+    at = np.minimum(np.searchsorted(uniq, query), len(uniq) - 1)
+    return np.where(uniq[at] == query, first[at] % k, -1)
+
+
+def _take(values: np.ndarray, rows: np.ndarray, pos: np.ndarray, missing: float) -> np.ndarray:
+    """values[row, pos] where pos >= 0, `missing` elsewhere."""
+    return np.where(pos >= 0, values[rows, np.maximum(pos, 0)], missing).astype(np.float32)
 
 
 def _hamming(phash: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -88,14 +89,13 @@ def build_features(neigh: Neigh, rows: np.ndarray, cols: np.ndarray, df: pd.Data
     feats: dict[str, np.ndarray] = {}
     for m, (idx, sims) in neigh.items():
         k = idx.shape[1]
-        sim = (pair_similarity(embeddings[m], rows, cols) if m in embeddings
-               else _lookup(idx, sims, rows, cols, np.nan))
-        ranks = np.tile(np.arange(k, dtype=np.float32), (idx.shape[0], 1))
+        pos_ij, pos_ji = _positions(idx, rows, cols), _positions(idx, cols, rows)
+        sim = pair_similarity(embeddings[m], rows, cols) if m in embeddings else _take(sims, rows, pos_ij, np.nan)
         mean, std = sims[:, 1:].mean(axis=1), sims[:, 1:].std(axis=1) + 1e-6
         kth = sims[:, min(KTH, k - 1)]
         feats[f"{m}_sim"] = sim
-        feats[f"{m}_rank_ij"] = _lookup(idx, ranks, rows, cols, k)
-        feats[f"{m}_rank_ji"] = _lookup(idx, ranks, cols, rows, k)
+        feats[f"{m}_rank_ij"] = np.where(pos_ij >= 0, pos_ij, k).astype(np.float32)
+        feats[f"{m}_rank_ji"] = np.where(pos_ji >= 0, pos_ji, k).astype(np.float32)
         feats[f"{m}_minus_kth"] = sim - kth[rows]
         feats[f"{m}_row_mean"] = mean[rows]
         feats[f"{m}_row_std"] = std[rows]

@@ -71,9 +71,9 @@ class WordLlamaEncoder(nn.Module):
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
-        from ..embed import _wordllama_files
+        from ..embed import wordllama_files
 
-        default_w, default_t = _wordllama_files()
+        default_w, default_t = wordllama_files()
         table = torch.from_numpy(load_file(str(weights or default_w))["embedding.weight"].astype("float32"))
         self.tokenizer = Tokenizer.from_file(str(tokenizer or default_t))
         self.tokenizer.no_padding()
