@@ -80,8 +80,11 @@ def test_demo_chain_end_to_end(tiny_demo, tmp_path, capsys):
 
     # resume: nothing changed -> all cached; a knn parameter changed -> knn and later stages re-run
     assert [r["status"] for r in pipeline.run(cfg)] == ["cached"] * 6
+    stale = run_dir / "03_knn" / "train_stale_model.npz"
+    stale.write_bytes(b"left over from an earlier run")
     cfg2 = demo_config(tiny_demo, run_dir, **FAST, **{"03_knn": {"k": 20}})
     assert [r["status"] for r in pipeline.run(cfg2)] == ["cached"] * 3 + ["ran"] * 3
+    assert not stale.exists()  # a stage that re-runs starts from an empty folder
     summary = pipeline.format_summary(rows)
     assert "05_stacker" in summary and "test_f1" in summary
 

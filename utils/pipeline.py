@@ -113,6 +113,7 @@ def run_stage(stage: str, params: dict, run_dir: Path) -> Path:
     """Execute one notebook; raises StageFailed with the failing cell and the executed notebook path."""
     out_nb = run_dir / "notebooks" / f"{stage}.ipynb"
     out_nb.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir / stage, ignore_errors=True)  # no artifact of an earlier run may leak into this one
     try:
         pm.execute_notebook(str(NOTEBOOKS / f"{stage}.ipynb"), str(out_nb), parameters=params, cwd=str(ROOT),
                             kernel_name="python3", progress_bar=False, log_output=False)
