@@ -11,6 +11,13 @@ from utils.paths import SHARED_DATA
 
 def _has_cuda() -> bool:
     try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    except ImportError:
+        pass
+    try:
         import cupy
 
         return cupy.cuda.runtime.getDeviceCount() > 0

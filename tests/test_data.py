@@ -90,3 +90,9 @@ def test_read_labels_aligns_and_reports_missing(tmp_path):
     assert read_labels(path, np.array(["train_3", "train_0"])).tolist() == [1, 0]
     with pytest.raises(DataError, match="no 'label_group' for 1 posting"):
         read_labels(path, np.array(["train_0", "test_9"]))
+
+
+def test_read_postings_backend_is_checked(real_titles):
+    assert len(read_postings(real_titles / "dev.csv", backend="pandas")) == 1499
+    with pytest.raises(ValueError, match="backend"):
+        read_postings(real_titles / "dev.csv", backend="polars")

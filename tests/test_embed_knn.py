@@ -95,15 +95,6 @@ def test_k_larger_than_rows_and_bad_backend():
         neighbours(unit(5, 4), backend="annoy")
 
 
-@pytest.mark.gpu
-def test_cuml_matches_faiss_cpu():
-    X = unit(5000, 64)
-    gi, gs, _ = neighbours(X, k=20, backend="cuml")
-    ci, cs, _ = neighbours(X, k=20, backend="faiss-cpu")
-    np.testing.assert_allclose(gs, cs, atol=1e-4)
-    assert (gi == ci).mean() > 0.99
-
-
 def test_load_split_neighbours(tmp_path):
     from utils.knn import load_split_neighbours, save_neighbours
 

@@ -43,17 +43,43 @@ def _rows(mask: np.ndarray | pd.Series) -> str:
     return f"{len(idx)} row(s), CSV line(s) {shown}{more}"
 
 
-def read_postings(path: str | Path, require_labels: bool = False) -> pd.DataFrame:
+def _has_cudf() -> bool:
+    try:
+        import cudf  # noqa: F401
+
+        return True
+    except Exception:  # not installed, or installed without a usable GPU
+        return False
+
+
+def read_text_csv(path: Path, backend: str = "auto") -> pd.DataFrame:
+    """Every column as text, empty fields as "": parsed by cuDF on the GPU when present, else pandas.
+
+    Either way a pandas frame comes back, so validation and everything after it is one code path.
+    """
+    if backend not in ("auto", "cudf", "pandas"):
+        raise ValueError(f"backend must be auto, cudf or pandas, got {backend!r}")
+    if backend == "cudf" or (backend == "auto" and _has_cudf()):
+        import cudf
+
+        columns = pd.read_csv(path, nrows=0).columns
+        gdf = cudf.read_csv(path, dtype={c: "str" for c in columns}, keep_default_na=False, na_filter=False)
+        return gdf.to_pandas().fillna("").astype(str)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def read_postings(path: str | Path, require_labels: bool = False, backend: str = "auto") -> pd.DataFrame:
     """Read and validate a postings CSV; titles are decoded, `label_group` kept when present.
 
     Raises DataError naming the file, the column and the rows for: missing columns, duplicate
     `posting_id`, malformed `image_phash`, empty titles, missing or non-integer labels.
+    `backend` parses with cuDF or pandas (see `read_text_csv`).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = read_text_csv(path, backend)
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable CSV ({e})") from e
     wanted = list(REQUIRED_COLUMNS) + ([LABEL_COLUMN] if require_labels else [])

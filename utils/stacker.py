@@ -4,6 +4,8 @@ the decision from pair probabilities to matches (threshold, min2, cap 50)."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from dataclasses import dataclass
 
@@ -18,6 +20,8 @@ from .matching import DEFAULT_GRID, cap
 from .metric import row_scores
 from .rules import attribute_status, brand, extract_attributes
 from .text import tokens
+
+log = logging.getLogger(__name__)
 
 Neigh = dict[str, tuple[np.ndarray, np.ndarray]]
 _NUM = re.compile(r"\d+")
@@ -148,12 +152,31 @@ def _cuda() -> bool:
         return False
 
 
+@functools.cache
+def lightgbm_has_cuda() -> bool:
+    """Whether this LightGBM build trains with `device_type="cuda"` (pip wheels are CPU-only builds)."""
+    import lightgbm as lgb
+
+    try:
+        lgb.train({"device_type": "cuda", "verbose": -1, "num_iterations": 1},
+                  lgb.Dataset(np.arange(20.0).reshape(10, 2), label=np.arange(10) % 2))
+        return True
+    except lgb.basic.LightGBMError:
+        return False
+
+
 def make_classifier(cfg: StackerConfig):
-    """LightGBM or XGBoost binary classifier, on CUDA when asked for (or auto and present)."""
+    """LightGBM or XGBoost binary classifier, on CUDA when asked for (or auto, present and supported).
+
+    With `device="auto"` LightGBM falls back to the CPU, with a log line, when its build has no CUDA.
+    """
     gpu = cfg.device == "cuda" or (cfg.device == "auto" and _cuda())
     if cfg.model == "lightgbm":
         import lightgbm as lgb
 
+        if gpu and cfg.device == "auto" and not lightgbm_has_cuda():
+            log.info("LightGBM was built without CUDA: training on the CPU")
+            gpu = False
         return lgb.LGBMClassifier(n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
                                   num_leaves=cfg.num_leaves, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
                                   random_state=cfg.seed, device_type="cuda" if gpu else "cpu", verbose=-1,

@@ -1,0 +1,65 @@
+"""GPU paths against their CPU twins: same answers (up to ties and float summation order).
+
+Marked `gpu`: skipped where no CUDA device is present (tests/conftest.py). Run with `pytest -m gpu`.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from utils.data import read_postings
+from utils.knn import available_backends, neighbours
+from utils.stacker import StackerConfig, lightgbm_has_cuda, make_classifier
+
+pytestmark = pytest.mark.gpu
+
+
+def unit(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("backend", ["cuml", "faiss-gpu"])
+def test_gpu_knn_matches_faiss_cpu(backend):
+    if backend not in available_backends():
+        pytest.skip(f"{backend} not installed")
+    X = unit(20_000, 128)
+    gi, gs, used = neighbours(X, k=30, backend=backend)
+    ci, cs, _ = neighbours(X, k=30, backend="faiss-cpu")
+    assert used == backend
+    np.testing.assert_allclose(gs, cs, atol=1e-4)
+    # the same neighbours up to ties: where ids differ, the similarities are equal
+    differ = gi != ci
+    assert differ.mean() < 0.01
+    np.testing.assert_allclose(gs[differ], cs[differ], atol=1e-4)
+
+
+def test_cudf_loading_matches_pandas(real_titles):
+    pytest.importorskip("cudf")
+    for name in ("dev.csv", "test.csv"):
+        pd.testing.assert_frame_equal(read_postings(real_titles / name, backend="cudf"),
+                                      read_postings(real_titles / name, backend="pandas"))
+
+
+def _pairs(n: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 12)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] * X[:, 2] + 0.3 * rng.standard_normal(n) > 0.4).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("model", ["lightgbm", "xgboost"])
+def test_boosters_on_cuda_agree_with_cpu(model):
+    if model == "lightgbm" and not lightgbm_has_cuda():
+        pytest.skip("this LightGBM build has no CUDA tree learner")
+    X, y = _pairs()
+    Xt, yt = _pairs(5_000, seed=1)
+    probs = {}
+    for device in ("cpu", "cuda"):
+        clf = make_classifier(StackerConfig(model=model, n_estimators=200, device=device))
+        probs[device] = clf.fit(X, y).predict_proba(Xt)[:, 1]
+    auc = {d: roc_auc_score(yt, p) for d, p in probs.items()}
+    assert abs(auc["cpu"] - auc["cuda"]) < 0.01, auc
+    assert np.corrcoef(probs["cpu"], probs["cuda"])[0, 1] > 0.99
+    assert np.abs(probs["cpu"] - probs["cuda"]).mean() < 0.02
