@@ -1,4 +1,5 @@
-"""Benchmarks that print figures: `python -m utils.bench knn [--n 70000 --d 512 --k 50]`.
+"""Benchmarks that print figures: `python -m utils.bench knn [--n 70000 --d 512 --k 50]`, `stacker`,
+and `inference` (the whole chain on ~70,000 synthetic test rows, per-stage time and peak memory).
 
 Each backend runs in a fresh subprocess so that its peak memory (max RSS) is its own.
 """
@@ -89,6 +90,50 @@ def bench_stacker(n: int, k: int, d: int = 64, seed: int = 0) -> dict:
             "predict_seconds_per_million_pairs": round(t_pred / million, 2), "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
+def bench_inference(config: str, overrides: list[str], limit_mb: float) -> dict:
+    """Run a scale config's chain (data generated first if missing); per-stage seconds and peak memory.
+
+    Every stage runs in its own notebook kernel and records its peak RSS in metrics.json, so the
+    figures are per stage; the pipeline itself holds no data.
+    """
+    from .io import read_json, write_json
+    from .paths import OUTPUTS, RUNS
+    from .pipeline import ensure_data, load_config, run
+
+    cfg = load_config(config, overrides)
+    t0 = time.perf_counter()
+    ensure_data(cfg["data"])
+    gen_seconds = time.perf_counter() - t0
+    rows = run(cfg, force=True)
+    run_dir = RUNS / cfg["run"]
+    stages = []
+    for r in rows:
+        m = read_json(run_dir / r["stage"] / "metrics.json")
+        stages.append({"stage": r["stage"], "seconds": r["seconds"], "peak_rss_mb": m.get("peak_rss_mb"),
+                       "metric": r["metric"], "value": r["value"]})
+    inference = [s for s in stages if s["stage"] not in ("00_eda", "01_train_arcface")]
+    with open(run_dir / "submission.csv", encoding="utf-8") as f:
+        test_rows = sum(1 for _ in f) - 1
+    peak = max(s["peak_rss_mb"] for s in stages)
+    result = {"config": config, "test_rows": test_rows, "data_generation_seconds": round(gen_seconds, 1),
+              "stages": stages, "inference_seconds": round(sum(s["seconds"] for s in inference), 1),
+              "peak_rss_mb": peak, "limit_mb": limit_mb, "within_limit": peak <= limit_mb}
+    write_json(OUTPUTS / "bench" / f"inference-{cfg['run']}.json", result)
+    return result
+
+
+def _print_inference(r: dict) -> None:
+    print(f"\ninference chain on {r['test_rows']:,} test rows ({r['config']}); data generation "
+          f"{r['data_generation_seconds']:.0f} s (skipped when the data existed)")
+    print(f"{'stage':<20}{'seconds':>10}{'peak RSS MB':>14}  key metric")
+    for s in r["stages"]:
+        metric = f"{s['metric']} = {s['value']}" if s["metric"] else ""
+        print(f"{s['stage']:<20}{s['seconds']:>10.1f}{s['peak_rss_mb']:>14.0f}  {metric}")
+    verdict = "within" if r["within_limit"] else "OVER"
+    print(f"inference stages (02-05): {r['inference_seconds']:.0f} s; peak of any stage {r['peak_rss_mb']:.0f} MB, "
+          f"{verdict} the {r['limit_mb']:.0f} MB limit")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .knn import available_backends
 
@@ -108,7 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("stacker", help="stacker feature building and prediction per million candidate pairs")
     p.add_argument("--n", type=int, default=20_000, help="rows (pairs are about n * 2k)")
     p.add_argument("--k", type=int, default=50, help="neighbours per row and model")
+    p = sub.add_parser("inference", help="the chain on ~70,000 synthetic test rows: stage times and peak memory")
+    p.add_argument("--config", default="configs/scale-70k.yaml", help="scale config (data generated if missing)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, as in pipeline")
+    p.add_argument("--limit-mb", type=float, default=8192, help="memory limit the peak is checked against")
     args = ap.parse_args(argv)
+    if args.cmd == "inference":
+        r = bench_inference(args.config, args.set, args.limit_mb)
+        _print_inference(r)
+        return 0 if r["within_limit"] else 1
     if args.cmd == "stacker":
         r = bench_stacker(args.n, args.k)
         print(json.dumps(r))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import resource
 import sys
 import time
 from importlib import metadata
@@ -39,9 +40,18 @@ def versions() -> dict[str, str]:
     return out
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (the notebook kernel: one stage), in MB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
 def write_metrics(folder: str | Path, metrics: dict, key: str | None = None) -> Path:
-    """Write `metrics.json`; `key` names the headline figure the pipeline's summary table shows."""
+    """Write `metrics.json`; `key` names the headline figure the pipeline's summary table shows.
+
+    Adds the versions that matter for reproducing it and the stage's peak memory (`peak_rss_mb`).
+    """
     if key is not None and key not in metrics:
         raise KeyError(f"key metric {key!r} not in metrics {sorted(metrics)}")
-    body = {**metrics, "key_metric": key, "versions": versions(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    body = {**metrics, "key_metric": key, "peak_rss_mb": peak_rss_mb(), "versions": versions(),
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     return write_json(Path(folder) / "metrics.json", body)
