@@ -1,4 +1,4 @@
-"""Command line of the generators: `python -m utils.synth shopee --out DIR --groups N --seed S`."""
+"""Command line of the generators: `python -m utils.synth shopee --out DIR --groups N --seed S`, `... market`."""
 
 from __future__ import annotations
 
@@ -16,10 +16,23 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--groups", type=int, default=600, help="label groups in train + test")
     sh.add_argument("--seed", type=int, default=0)
     sh.add_argument("--test-share", type=float, default=0.3, help="share of product families put in test")
+    mk = sub.add_parser("market", help="second-hand listings with photos and the recorded true depreciation")
+    mk.add_argument("--out", required=True, help="output folder")
+    mk.add_argument("--n", type=int, default=3000, help="listings")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--defect-rate", type=float, default=0.45, help="share of listings with a defect")
+    mk.add_argument("--noise-sd", type=float, default=0.03, help="noise added to the true delta")
     args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    if args.kind == "market":
+        from .market import generate as generate_market
+
+        summary = generate_market(args.out, n=args.n, seed=args.seed, defect_rate=args.defect_rate,
+                                  noise_sd=args.noise_sd)
+        print(json.dumps({**summary, "seconds": round(time.perf_counter() - t0, 1)}))
+        return 0
     from .shopee import generate
 
-    t0 = time.perf_counter()
     summary = generate(args.out, groups=args.groups, seed=args.seed, test_share=args.test_share)
     print(json.dumps({**summary, "seconds": round(time.perf_counter() - t0, 1)}))
     return 0
