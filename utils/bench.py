@@ -90,7 +90,7 @@ def bench_stacker(n: int, k: int, d: int = 64, seed: int = 0) -> dict:
             "predict_seconds_per_million_pairs": round(t_pred / million, 2), "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
-def bench_inference(config: str, overrides: list[str], limit_mb: float) -> dict:
+def bench_inference(config: str, overrides: list[str], limit_mb: float, stages: list[str] | None = None) -> dict:
     """Run a scale config's chain (data generated first if missing); per-stage seconds and peak memory.
 
     Every stage runs in its own notebook kernel and records its peak RSS in metrics.json, so the
@@ -104,7 +104,7 @@ def bench_inference(config: str, overrides: list[str], limit_mb: float) -> dict:
     t0 = time.perf_counter()
     ensure_data(cfg["data"])
     gen_seconds = time.perf_counter() - t0
-    rows = run(cfg, force=True)
+    rows = run(cfg, stages, force=True)
     run_dir = RUNS / cfg["run"]
     stages = []
     for r in rows:
@@ -157,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="configs/scale-70k.yaml", help="scale config (data generated if missing)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, as in pipeline")
     p.add_argument("--limit-mb", type=float, default=8192, help="memory limit the peak is checked against")
+    p.add_argument("--stages", help="comma-separated subset, e.g. 02_embed,03_knn,04_postprocess,05_stacker "
+                                    "(re-times inference when the training stage's output exists)")
     args = ap.parse_args(argv)
     if args.cmd == "inference":
-        r = bench_inference(args.config, args.set, args.limit_mb)
+        r = bench_inference(args.config, args.set, args.limit_mb, args.stages.split(",") if args.stages else None)
         _print_inference(r)
         return 0 if r["within_limit"] else 1
     if args.cmd == "stacker":

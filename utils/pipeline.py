@@ -70,6 +70,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
 def ensure_data(data: dict) -> None:
     """Generate the demo dataset when the config says how and the training CSV is missing."""
     gen = data.get("generate")
+    if not data.get("train_csv"):  # e.g. the valuation stage, which names its own listings file
+        return
     train = Path(_resolve(data["train_csv"]))
     if train.exists() or not gen:
         return

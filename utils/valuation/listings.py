@@ -1,0 +1,109 @@
+"""The listings format (`listings.csv`) and the mapping of other datasets (CarDekho, Mercari) onto it.
+
+Columns: listing_id, title, description, category, brand, condition, msrp, price, location, listed_at,
+image, plus optional numeric columns (e.g. age_years, kms). Only listing_id and price are required;
+the model uses what is there.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data import DataError
+
+log = logging.getLogger(__name__)
+TEXT_COLUMNS = ("title", "description", "category", "brand", "condition", "location", "image")
+COLUMNS = ("listing_id", "title", "description", "category", "brand", "condition", "msrp", "price", "location",
+           "listed_at", "image")
+_SHOW = 10
+
+
+def _rows(mask: pd.Series) -> str:
+    lines = (np.flatnonzero(mask.to_numpy()) + 2)[:_SHOW]  # CSV line numbers: header is line 1
+    return f"line(s) {', '.join(map(str, lines))}" + (" ..." if mask.sum() > _SHOW else "")
+
+
+def map_columns(raw: pd.DataFrame, mapping: dict | None) -> pd.DataFrame:
+    """Rename a dataset's columns to the listings format.
+
+    `mapping`: `columns` (listings name -> source column), `describe` (source columns written into
+    the description as "name: value"), `numeric` (listings name -> source column, kept as numbers),
+    `age_from_year` ({column, reference}: age_years = reference - year). Without `listing_id` the
+    row number is used.
+    """
+    if not mapping:
+        return raw.copy()
+    out = pd.DataFrame(index=raw.index)
+    for name, src in (mapping.get("columns") or {}).items():
+        if src not in raw.columns:
+            raise DataError(f"mapping: source column {src!r} (for {name!r}) not in {list(raw.columns)}")
+        out[name] = raw[src]
+    for name, src in (mapping.get("numeric") or {}).items():
+        out[name] = pd.to_numeric(raw[src], errors="coerce")
+    age = mapping.get("age_from_year")
+    if age:
+        out["age_years"] = float(age["reference"]) - pd.to_numeric(raw[age["column"]], errors="coerce")
+    extra = mapping.get("describe") or []
+    if extra:
+        parts = raw[extra].astype(str).apply(lambda r: ", ".join(f"{c}: {v}" for c, v in r.items()), axis=1)
+        out["description"] = (out["description"].fillna("").astype(str) + ". " + parts) if "description" in out \
+            else parts
+    if "listing_id" not in out:
+        out.insert(0, "listing_id", [f"row{i}" for i in range(len(out))])
+    return out
+
+
+def read_listings(path: str | Path, mapping: dict | None = None, sep: str | None = None,
+                  require_price: bool = True, drop_nonpositive_price: bool = False) -> pd.DataFrame:
+    """Read, map and validate listings; errors name the file, the column and the CSV lines.
+
+    Checks: listing_id present and unique; price (when required) a positive number; msrp, when the
+    column exists, a positive number or empty; listed_at a date or empty. Text columns become strings.
+    `drop_nonpositive_price` drops rows priced 0 or below (Mercari has some) instead of stopping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    sep = sep or ("\t" if path.suffix == ".tsv" else ",")
+    try:
+        raw = pd.read_csv(path, sep=sep, keep_default_na=True)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable table ({e})") from e
+    df = map_columns(raw, mapping)
+    required = ["listing_id"] + (["price"] if require_price else [])
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)} (set a column mapping)")
+    df["listing_id"] = df["listing_id"].astype(str)
+    if drop_nonpositive_price and "price" in df:
+        keep = ~(pd.to_numeric(df["price"], errors="coerce") <= 0)
+        if (~keep).any():
+            log.warning("%s: dropped %d row(s) priced 0 or below", path, int((~keep).sum()))
+        df = df[keep].reset_index(drop=True)
+    dup = df["listing_id"].duplicated(keep=False)
+    if dup.any():
+        raise DataError(f"{path}: column 'listing_id' has duplicates in {_rows(dup)}")
+    for col in ("price", "msrp"):
+        if col not in df:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = (values.isna() & df[col].notna()) | (values <= 0)
+        if col == "price" and require_price:
+            bad |= values.isna()
+        if bad.any():
+            raise DataError(f"{path}: column '{col}' needs positive numbers; bad values in {_rows(bad)}")
+        df[col] = values.astype(float)
+    if "listed_at" in df:
+        dates = pd.to_datetime(df["listed_at"], errors="coerce")
+        bad = dates.isna() & df["listed_at"].notna()
+        if bad.any():
+            raise DataError(f"{path}: column 'listed_at' has unreadable dates in {_rows(bad)}")
+        df["listed_at"] = dates
+    for col in TEXT_COLUMNS:
+        if col in df:
+            df[col] = df[col].fillna("").astype(str)
+    return df.reset_index(drop=True)

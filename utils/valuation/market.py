@@ -1,0 +1,45 @@
+"""The market: a heterogeneous graph of item, location and time nodes (torch_geometric `HeteroConv`).
+
+Items link to their location and their month; months link to the next month. Item node features are
+the entity-side numbers (log anchor, age, ...: never the price), location and month nodes start from
+learned embeddings. Two rounds of message passing let a location summarise the items listed there and
+pass that back, giving each listing its E_market.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.nn import HeteroConv, SAGEConv
+
+
+def market_edges(location: torch.Tensor, month: torch.Tensor, n_months: int) -> dict[tuple[str, str, str],
+                                                                                       torch.Tensor]:
+    """Edge indices of the market graph for every listing (transductive: all rows, no prices)."""
+    items = torch.arange(len(location))
+    nxt = torch.arange(max(n_months - 1, 0))
+    return {("item", "in", "location"): torch.stack([items, location]),
+            ("location", "has", "item"): torch.stack([location, items]),
+            ("item", "at", "time"): torch.stack([items, month]),
+            ("time", "has", "item"): torch.stack([month, items]),
+            ("time", "next", "time"): torch.cat([torch.stack([nxt, nxt + 1]), torch.stack([nxt + 1, nxt])], dim=1)}
+
+
+class MarketGraph(nn.Module):
+    """E_market [N, d] for all listings from the location / time graph."""
+
+    def __init__(self, item_dim: int, n_locations: int, n_months: int, dim: int = 32, layers: int = 2):
+        super().__init__()
+        self.item_in = nn.Linear(item_dim, dim)
+        self.location = nn.Embedding(n_locations, dim)
+        self.time = nn.Embedding(max(n_months, 1), dim)
+        self.convs = nn.ModuleList(HeteroConv({rel: SAGEConv((dim, dim), dim) for rel in (
+            ("item", "in", "location"), ("location", "has", "item"), ("item", "at", "time"), ("time", "has", "item"),
+            ("time", "next", "time"))}, aggr="sum") for _ in range(layers))
+
+    def forward(self, item_x: torch.Tensor, edges: dict) -> torch.Tensor:
+        x = {"item": self.item_in(item_x), "location": self.location.weight, "time": self.time.weight}
+        for conv in self.convs:
+            out = conv(x, edges)
+            x = {k: torch.relu(out[k]) + x[k] for k in x}  # residual: node types without messages keep theirs
+        return x["item"]

@@ -1,0 +1,134 @@
+"""HMG-Net: micro (DSCA), meso (structural consistency), macro (global) levels, the market graph, and the
+depreciation layer; every part switchable for the ablations. Missing parts of the data switch themselves
+off: no image -> no DSCA, structure or image global; no location/time -> no market graph."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+
+import torch
+from safetensors.numpy import load_file
+from torch import nn
+
+from ..embed import wordllama_files
+from .depreciation import DepreciationHead, DirectHead
+from .dsca import DSCA
+from .features import Inputs
+from .market import MarketGraph, market_edges
+from .structure import StructuralConsistency
+
+
+@functools.cache
+def word_table() -> torch.Tensor:
+    """The WordLlama static token table shipped in the wheel, loaded once per process."""
+    return torch.from_numpy(load_file(str(wordllama_files()[0]))["embedding.weight"].astype("float32"))
+
+
+@dataclass
+class HMGConfig:
+    """Which parts are on, and sizes."""
+
+    dsca: bool = True  # level 1: defect-sensitive cross-attention
+    structure: bool = True  # level 2: structural consistency
+    global_image: bool = True  # level 3: pooled image features (pooled text is always on)
+    market: bool = True  # the location / time graph
+    head: str = "depreciation"  # depreciation | direct
+    attention: str = "sparsemax"  # sparsemax | softmax (DSCA)
+    patches: str = "pixels"  # DSCA / structure cells: pixels (ViT-style patch embedding, trained) | timm (frozen map)
+    patch_size: int = 8  # pixel patch side for patches="pixels"
+    dim: int = 64
+    gamma: float = 1.0  # initial market weight
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class HMGNet(nn.Module):
+    """Price [B] and delta [B] for a batch of row indices into the shared `Inputs`."""
+
+    def __init__(self, cfg: HMGConfig, inputs: Inputs, init_log_price: float = 0.0):
+        super().__init__()
+        if cfg.head not in ("depreciation", "direct"):
+            raise ValueError(f"head must be depreciation or direct, got {cfg.head!r}")
+        self.cfg, d = cfg, cfg.dim
+        images = inputs.patches is not None
+        self.use_dsca, self.use_structure = cfg.dsca and images, cfg.structure and images
+        self.use_global_image = cfg.global_image and images
+        self.use_market = cfg.market and inputs.location is not None and inputs.month is not None
+        table = word_table()
+        self.register_buffer("words", table, persistent=False)  # frozen and shared: not in checkpoints
+        self.text = nn.Linear(table.shape[1], d)
+        self.cat = nn.ModuleDict({c: nn.Embedding(n, 8) for c, n in inputs.sizes.items()
+                                  if c in inputs.categorical})
+        tab_dim = 8 * len(self.cat) + inputs.numeric.shape[1]
+        self.tab = nn.Sequential(nn.Linear(tab_dim, d), nn.GELU())
+        entity = 2 * d  # tabular + pooled text
+        if cfg.patches not in ("pixels", "timm"):
+            raise ValueError(f"patches must be pixels or timm, got {cfg.patches!r}")
+        if images and cfg.patches == "pixels":  # ViT patch embedding, trained end to end
+            self.patch = nn.Sequential(nn.Conv2d(3, d, cfg.patch_size, stride=cfg.patch_size), nn.GELU(),
+                                       nn.Conv2d(d, d, 1))
+        elif images:  # a small per-cell adapter on the frozen timm map
+            self.patch = nn.Sequential(nn.Conv2d(inputs.patches.shape[1], d, 1), nn.GELU(), nn.Conv2d(d, d, 1))
+        if self.use_dsca:
+            self.dsca = DSCA(d, cfg.attention)
+            entity += d
+        if self.use_structure:
+            self.structure = StructuralConsistency(d, inputs.claims.shape[1])
+            entity += d
+        if self.use_global_image:
+            self.image = nn.Sequential(nn.Linear(inputs.pooled.shape[1], d), nn.GELU())
+            entity += d
+        market_dim = 0
+        if self.use_market:
+            self.market = MarketGraph(tab_dim, inputs.sizes["location"], inputs.sizes["month"], dim=32)
+            self.edges = market_edges(inputs.location, inputs.month, inputs.sizes["month"])
+            market_dim = 32
+        self.head = DepreciationHead(entity, market_dim, cfg.gamma) if cfg.head == "depreciation" else \
+            DirectHead(entity, market_dim, init_log_price)
+        self.inputs = inputs
+
+    def _tabular(self, idx: torch.Tensor) -> torch.Tensor:
+        parts = [self.cat[c](self.inputs.categorical[c][idx]) for c in self.cat] + [self.inputs.numeric[idx]]
+        return torch.cat(parts, dim=-1)
+
+    def patches(self, idx: torch.Tensor, images: torch.Tensor | None = None,
+                maps: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, P, d] image cells; `images` ([B, 3, S, S] in [0, 1]) or `maps` replace the cached ones (occlusion)."""
+        if self.cfg.patches == "pixels":
+            x = images if images is not None else self.inputs.pixels[idx].float() / 255.0
+            x = (x - 0.5) / 0.25
+        else:
+            x = (maps if maps is not None else self.inputs.patches[idx]).float()
+        return self.patch(x).flatten(2).transpose(1, 2)
+
+    def forward(self, idx: torch.Tensor, images: torch.Tensor | None = None, maps: torch.Tensor | None = None,
+                pooled: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Price, delta, the head's scores and the attention / structure parts for rows `idx`; `images`,
+        `maps` and `pooled` override the cached image inputs (occlusion studies)."""
+        inp = self.inputs
+        tokens = inp.tokens[idx]
+        mask = (tokens != 0).float()
+        T = self.text(nn.functional.embedding(tokens, self.words))
+        text_pool = (T * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        parts, out = [self.tab(self._tabular(idx)), text_pool], {}
+        if self.use_dsca or self.use_structure:
+            P = self.patches(idx, images, maps)
+            seen = inp.has_image[idx].float().unsqueeze(-1)
+        if self.use_dsca:
+            micro, out["attention"] = self.dsca(T, P, mask)
+            parts.append(micro * seen)
+        if self.use_structure:
+            meso, info = self.structure(P, inp.claims[idx])
+            parts.append(meso * seen)
+            out.update(info)
+        if self.use_global_image:
+            g = (pooled if pooled is not None else inp.pooled[idx]).float()
+            parts.append(self.image(g) * inp.has_image[idx].float().unsqueeze(-1))
+        e_market = None
+        if self.use_market:
+            item_x = torch.cat([self._tabular(torch.arange(len(inp.price)))], dim=-1)
+            e_market = self.market(item_x, self.edges)[idx]
+        price, delta, scores = self.head(inp.anchor[idx], torch.cat(parts, dim=-1), e_market)
+        return {"price": price, "delta": delta, **scores, **out}
