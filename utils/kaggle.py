@@ -118,7 +118,7 @@ def setup_kernel(wheels_dir: str, packages: list[str], upstream: dict[str, str],
     `upstream` maps a stage to the folder its kernel's output appears at once attached; a missing one is
     an error naming the kernel to attach, rather than a later, obscure file-not-found inside the stage.
     """
-    missing = [p for p in packages if not _importable(p)]
+    missing = [p for p in packages if not _installed(p)]
     if missing:
         if not Path(wheels_dir).is_dir():
             raise FileNotFoundError(f"packages {missing} are not installed and the wheels dataset {wheels_dir} "
@@ -138,7 +138,7 @@ def setup_kernel(wheels_dir: str, packages: list[str], upstream: dict[str, str],
     print(f"kaggle setup: run folder {run_dir}; linked {sorted(upstream) or 'nothing'}", flush=True)
 
 
-def _importable(package: str) -> bool:
+def _installed(package: str) -> bool:
     """Whether a distribution is installed (import names differ from distribution names, e.g. faiss-cpu)."""
     from importlib import metadata
 

@@ -128,7 +128,6 @@ class HMGNet(nn.Module):
             parts.append(self.image(g) * inp.has_image[idx].float().unsqueeze(-1))
         e_market = None
         if self.use_market:
-            item_x = torch.cat([self._tabular(torch.arange(len(inp.price)))], dim=-1)
-            e_market = self.market(item_x, self.edges)[idx]
+            e_market = self.market(self._tabular(torch.arange(len(inp.price))), self.edges)[idx]
         price, delta, scores = self.head(inp.anchor[idx], torch.cat(parts, dim=-1), e_market)
         return {"price": price, "delta": delta, **scores, **out}
