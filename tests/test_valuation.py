@@ -124,12 +124,14 @@ def test_real_datasets_map_onto_the_listings_format():
 def test_estimate_anchor_from_training_groups():
     df = pd.DataFrame({"category": ["a", "a", "b", "b", "a"], "brand": ["x", "x", "y", "z", "q"],
                        "msrp": [100.0, 120.0, 50.0, np.nan, np.nan], "price": [50.0, 60.0, 20.0, 30.0, 40.0]})
-    anchor, estimated = estimate_anchor(df, np.array([0, 1, 2]))
+    anchor, estimated = estimate_anchor(df, np.array([0, 1, 2]), min_count=1)
     np.testing.assert_allclose(anchor, [100, 120, 50, 50, 110])  # (b, z) -> category b; (a, q) -> category a
     np.testing.assert_array_equal(estimated, [False, False, False, True, True])
     no_msrp = df.drop(columns="msrp")
-    anchor, _ = estimate_anchor(no_msrp, np.array([0, 1, 2]), quantile=1.0)
+    anchor, _ = estimate_anchor(no_msrp, np.array([0, 1, 2]), quantile=1.0, min_count=1)
     np.testing.assert_allclose(anchor, [60, 60, 20, 20, 60])
+    anchor, _ = estimate_anchor(no_msrp, np.array([0, 1, 2]), quantile=1.0, min_count=2)
+    np.testing.assert_allclose(anchor, [60, 60, 60, 60, 60])  # (a, x) has 2 rows; b has 1: all-rows fallback
 
 
 def test_metrics_by_hand():

@@ -39,12 +39,14 @@ class Inputs:
     sizes: dict[str, int] = field(default_factory=dict)  # vocabulary size per categorical column
 
 
-def estimate_anchor(df: pd.DataFrame, train_idx: np.ndarray, quantile: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def estimate_anchor(df: pd.DataFrame, train_idx: np.ndarray, quantile: float = 0.95,
+                    min_count: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """The MSRP where known; elsewhere an anchor from the training rows.
 
     Missing MSRPs take the median MSRP of the training rows with the same category and brand (then
     category, then all) when the column has values; without any MSRP, the anchor is the `quantile`
     of training prices of the same category and brand (a market ceiling, so price <= anchor mostly).
+    A group counts only with at least `min_count` training rows.
     """
     n = len(df)
     msrp = df["msrp"].to_numpy(float) if "msrp" in df else np.full(n, np.nan)
@@ -59,7 +61,8 @@ def estimate_anchor(df: pd.DataFrame, train_idx: np.ndarray, quantile: float = 0
     out = msrp.copy()
     keys = [k for k in (["category", "brand"], ["category"]) if all(c in df for c in k)]
     for key in keys:
-        table = source.groupby([train[c] for c in key]).agg(stat)
+        groups = source.groupby([train[c] for c in key])
+        table = groups.agg(stat)[groups.size() >= min_count]
         look = pd.MultiIndex.from_frame(df[key]) if len(key) > 1 else df[key[0]]
         vals = table.reindex(look).to_numpy(float)
         fill = np.isnan(out) & ~np.isnan(vals)
