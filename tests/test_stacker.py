@@ -60,6 +60,13 @@ def test_decide_threshold_min2_and_cap():
     assert set(m2.indices[m2.indptr[2]:m2.indptr[3]]) == {2, 3}
 
 
+def test_pair_matrix_keeps_zero_probabilities_aligned():
+    # p(0,1) = 0 in one direction and p(2,3) = 0 in both: sparse sums would drop them and misalign
+    P = st.pair_matrix(np.array([0, 1, 2, 3, 0]), np.array([1, 0, 3, 2, 4]), np.array([0.0, 0.6, 0.0, 0.0, 0.5]), 5)
+    assert P[0, 1] == pytest.approx(0.3) and P[1, 0] == pytest.approx(0.3)
+    assert P[2, 3] == 0 and P[4, 0] == pytest.approx(0.5) and P[0, 4] == pytest.approx(0.5)
+
+
 def test_stacker_end_to_end_deterministic(real_titles):
     df = read_postings(real_titles / "dev.csv", require_labels=True)
     df = df[df["label_group"].isin(df["label_group"].unique()[:150])].reset_index(drop=True)

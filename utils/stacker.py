@@ -212,12 +212,17 @@ def out_of_fold(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, cols: np.ndarr
 
 
 def pair_matrix(rows: np.ndarray, cols: np.ndarray, prob: np.ndarray, n: int) -> sp.csr_matrix:
-    """Symmetric N x N probabilities (mean of p(i,j) and p(j,i) where both were scored)."""
-    P = sp.csr_matrix((prob, (rows, cols)), shape=(n, n))
-    C = sp.csr_matrix((np.ones_like(prob), (rows, cols)), shape=(n, n))
-    total, count = (P + P.T).tocsr(), (C + C.T).tocsr()
-    total.data /= count.data  # same sparsity pattern: both are sums over the same pairs
-    return total
+    """Symmetric N x N probabilities (mean of p(i,j) and p(j,i) where both were scored).
+
+    Averaged on pair keys rather than by dividing two sparse sums: sparse addition drops pairs whose
+    probability is exactly 0, which would misalign the two sums.
+    """
+    r = np.concatenate([rows, cols]).astype(np.int64)
+    c = np.concatenate([cols, rows]).astype(np.int64)
+    keys, inverse = np.unique(r * n + c, return_inverse=True)
+    p = np.concatenate([prob, prob]).astype(np.float64)
+    mean = np.bincount(inverse, weights=p) / np.bincount(inverse)
+    return sp.csr_matrix((mean.astype(np.float32), (keys // n, keys % n)), shape=(n, n))
 
 
 def decide(P: sp.csr_matrix, threshold: float, min2_threshold: float | None = None,
