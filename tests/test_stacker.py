@@ -88,3 +88,9 @@ def test_stacker_end_to_end_deterministic(real_titles):
     assert px.shape == p1.shape and 0 <= px.min() and px.max() <= 1
     with pytest.raises(ValueError, match="lightgbm"):
         st.make_classifier(st.StackerConfig(model="catboost"))
+    # chunked featurising and scoring (the 70,000-row path) gives the one-shot figures
+    features = st.PairFeatures(neigh, df, emb)
+    pd.testing.assert_frame_equal(features(rows[:100], cols[:100]), X.iloc[:100].reset_index(drop=True))
+    clf = st.make_classifier(cfg).fit(X, y)
+    np.testing.assert_allclose(st.predict_pairs(clf, features, rows, cols, chunk=97),
+                               clf.predict_proba(X)[:, 1], rtol=1e-6)

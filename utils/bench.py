@@ -12,6 +12,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -94,41 +95,55 @@ def bench_inference(config: str, overrides: list[str], limit_mb: float, stages: 
     """Run a scale config's chain (data generated first if missing); per-stage seconds and peak memory.
 
     Every stage runs in its own notebook kernel and records its peak RSS in metrics.json, so the
-    figures are per stage; the pipeline itself holds no data.
+    figures are per stage; the pipeline itself holds no data. The result file is rewritten after each
+    stage and keeps the figures of stages not re-run, so `--stages` re-times part of the chain.
     """
     from .io import read_json, write_json
     from .paths import OUTPUTS, RUNS
     from .pipeline import ensure_data, load_config, run
 
     cfg = load_config(config, overrides)
+    path = OUTPUTS / "bench" / f"inference-{cfg['run']}.json"
+    previous = read_json(path) if path.exists() else {}
+    by_stage = {s["stage"]: s for s in previous.get("stages", [])}
     t0 = time.perf_counter()
     ensure_data(cfg["data"])
-    gen_seconds = time.perf_counter() - t0
-    rows = run(cfg, stages, force=True)
+    gen_seconds = round(time.perf_counter() - t0, 1)
     run_dir = RUNS / cfg["run"]
-    stages = []
-    for r in rows:
-        m = read_json(run_dir / r["stage"] / "metrics.json")
-        stages.append({"stage": r["stage"], "seconds": r["seconds"], "peak_rss_mb": m.get("peak_rss_mb"),
-                       "metric": r["metric"], "value": r["value"]})
-    inference = [s for s in stages if s["stage"] not in ("00_eda", "01_train_arcface")]
-    with open(run_dir / "submission.csv", encoding="utf-8") as f:
-        test_rows = sum(1 for _ in f) - 1
-    peak = max(s["peak_rss_mb"] for s in stages)
-    result = {"config": config, "test_rows": test_rows, "data_generation_seconds": round(gen_seconds, 1),
-              "stages": stages, "inference_seconds": round(sum(s["seconds"] for s in inference), 1),
-              "peak_rss_mb": peak, "limit_mb": limit_mb, "within_limit": peak <= limit_mb}
-    write_json(OUTPUTS / "bench" / f"inference-{cfg['run']}.json", result)
+    result: dict = {}
+    for stage in stages or list(cfg["stages"]):
+        (r,) = run(cfg, [stage], force=True)
+        m = read_json(run_dir / stage / "metrics.json")
+        by_stage[stage] = {"stage": stage, "seconds": r["seconds"], "peak_rss_mb": m.get("peak_rss_mb"),
+                           "metric": r["metric"], "value": r["value"], "measured": time.strftime("%Y-%m-%d %H:%M")}
+        result = _inference_summary(config, run_dir, [by_stage[s] for s in cfg["stages"] if s in by_stage],
+                                    gen_seconds, limit_mb)
+        write_json(path, result)
     return result
 
 
+def _inference_summary(config: str, run_dir: Path, stages: list[dict], gen_seconds: float, limit_mb: float) -> dict:
+    """Totals over the recorded stages: inference seconds (02 onwards) and the peak RSS of any stage."""
+    inference = [s for s in stages if s["stage"] not in ("00_eda", "01_train_arcface")]
+    submission = run_dir / "submission.csv"
+    test_rows = None
+    if submission.exists():
+        with open(submission, encoding="utf-8") as f:
+            test_rows = sum(1 for _ in f) - 1
+    peak = max(s["peak_rss_mb"] for s in stages)
+    return {"config": config, "test_rows": test_rows, "data_generation_seconds": gen_seconds,
+            "stages": stages, "inference_seconds": round(sum(s["seconds"] for s in inference), 1),
+            "peak_rss_mb": peak, "limit_mb": limit_mb, "within_limit": peak <= limit_mb}
+
+
 def _print_inference(r: dict) -> None:
-    print(f"\ninference chain on {r['test_rows']:,} test rows ({r['config']}); data generation "
+    rows = f"{r['test_rows']:,}" if r["test_rows"] else "?"
+    print(f"\ninference chain on {rows} test rows ({r['config']}); data generation "
           f"{r['data_generation_seconds']:.0f} s (skipped when the data existed)")
-    print(f"{'stage':<20}{'seconds':>10}{'peak RSS MB':>14}  key metric")
+    print(f"{'stage':<20}{'seconds':>10}{'peak RSS MB':>14}  {'measured':<18}key metric")
     for s in r["stages"]:
         metric = f"{s['metric']} = {s['value']}" if s["metric"] else ""
-        print(f"{s['stage']:<20}{s['seconds']:>10.1f}{s['peak_rss_mb']:>14.0f}  {metric}")
+        print(f"{s['stage']:<20}{s['seconds']:>10.1f}{s['peak_rss_mb']:>14.0f}  {s['measured'][:16]:<18}{metric}")
     verdict = "within" if r["within_limit"] else "OVER"
     print(f"inference stages (02-05): {r['inference_seconds']:.0f} s; peak of any stage {r['peak_rss_mb']:.0f} MB, "
           f"{verdict} the {r['limit_mb']:.0f} MB limit")

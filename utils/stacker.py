@@ -14,6 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from rapidfuzz.distance import Levenshtein
 from scipy.sparse.csgraph import connected_components
+from tqdm.auto import tqdm
 
 from .fusion import candidate_pairs, pair_similarity
 from .matching import DEFAULT_GRID, cap
@@ -43,14 +44,20 @@ def candidate_recall(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray) -> 
     return float((labels[rows] == labels[cols]).sum() / true_pairs) if true_pairs else 1.0
 
 
-def _positions(indices: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Position of cols[p] in the neighbour list of rows[p] (first occurrence), -1 where absent."""
+def _position_index(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (row * n + neighbour) keys of a neighbour table and each key's first place in its list."""
     n, k = indices.shape
     keys = np.repeat(np.arange(n, dtype=np.int64), k) * n + indices.ravel()
     uniq, first = np.unique(keys, return_index=True)  # padded lists repeat ids: keep the first place
+    return uniq, (first % k).astype(np.int32)
+
+
+def _positions(index: tuple[np.ndarray, np.ndarray], n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Position of cols[p] in the neighbour list of rows[p] (first occurrence), -1 where absent."""
+    uniq, place = index
     query = rows.astype(np.int64) * n + cols
     at = np.minimum(np.searchsorted(uniq, query), len(uniq) - 1)
-    return np.where(uniq[at] == query, first[at] % k, -1)
+    return np.where(uniq[at] == query, place[at], -1)
 
 
 def _take(values: np.ndarray, rows: np.ndarray, pos: np.ndarray, missing: float) -> np.ndarray:
@@ -58,79 +65,121 @@ def _take(values: np.ndarray, rows: np.ndarray, pos: np.ndarray, missing: float)
     return np.where(pos >= 0, values[rows, np.maximum(pos, 0)], missing).astype(np.float32)
 
 
-def _hamming(phash: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    ints = np.array([int(h, 16) for h in phash], dtype=np.uint64)
+def _phash_ints(phash: np.ndarray) -> np.ndarray:
+    return np.array([int(h, 16) for h in phash], dtype=np.uint64)
+
+
+def _hamming(ints: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     x = ints[rows] ^ ints[cols]
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.float32)
 
 
-def _title_features(titles: pd.Series, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
-    toks = [frozenset(tokens(t)) for t in titles]
-    nums = [frozenset(_NUM.findall(t)) for t in titles]
-    brands = [brand(t) for t in titles]
-    lower = [t.lower() for t in titles]
-    jac = np.empty(len(rows), dtype=np.float32)
-    shared_num = np.empty(len(rows), dtype=np.float32)
-    edit = np.empty(len(rows), dtype=np.float32)
-    same_brand = np.empty(len(rows), dtype=np.float32)
-    for p, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
-        a, b = toks[i], toks[j]
-        jac[p] = len(a & b) / max(1, len(a | b))
-        shared_num[p] = len(nums[i] & nums[j])
-        edit[p] = Levenshtein.normalized_similarity(lower[i], lower[j])
-        same_brand[p] = float(brands[i] == brands[j] and brands[i] != "")
-    length = np.array([len(t) for t in titles], dtype=np.float32)
-    return {"title_jaccard": jac, "title_edit_ratio": edit, "title_len_diff": np.abs(length[rows] - length[cols]),
-            "shared_numbers": shared_num, "same_brand": same_brand}
-
-
-def build_features(neigh: Neigh, rows: np.ndarray, cols: np.ndarray, df: pd.DataFrame,
-                   embeddings: dict | None = None, thresholds: dict[str, float] | None = None,
-                   image_sizes: np.ndarray | None = None) -> pd.DataFrame:
-    """Features of the pairs (rows[p], cols[p]); row order of `df` is the index space."""
-    embeddings = embeddings or {}
-    thresholds = thresholds or {}
-    feats: dict[str, np.ndarray] = {}
-    for m, (idx, sims) in neigh.items():
-        k = idx.shape[1]
-        pos_ij, pos_ji = _positions(idx, rows, cols), _positions(idx, cols, rows)
-        sim = pair_similarity(embeddings[m], rows, cols) if m in embeddings else _take(sims, rows, pos_ij, np.nan)
-        mean, std = sims[:, 1:].mean(axis=1), sims[:, 1:].std(axis=1) + 1e-6
-        kth = sims[:, min(KTH, k - 1)]
-        feats[f"{m}_sim"] = sim
-        feats[f"{m}_rank_ij"] = np.where(pos_ij >= 0, pos_ij, k).astype(np.float32)
-        feats[f"{m}_rank_ji"] = np.where(pos_ji >= 0, pos_ji, k).astype(np.float32)
-        feats[f"{m}_minus_kth"] = sim - kth[rows]
-        feats[f"{m}_row_mean"] = mean[rows]
-        feats[f"{m}_row_std"] = std[rows]
-        feats[f"{m}_z"] = (sim - mean[rows]) / std[rows]
-        above = (sims[:, 1:] >= thresholds.get(m, 0.5)).sum(axis=1).astype(np.float32)
-        feats[f"{m}_n_above_i"] = above[rows]
-        feats[f"{m}_n_above_j"] = above[cols]
-    feats["phash_hamming"] = _hamming(df["image_phash"].to_numpy(), rows, cols)
-    feats.update(_title_features(df["title"], rows, cols))
-    attrs = extract_attributes(df["title"])
-    feats["unit_mismatch"] = attribute_status("quantity", attrs["quantity"], rows, cols)[0].astype(np.float32)
-    feats.update(_graph_features(neigh, rows, cols, len(df)))
-    if image_sizes is not None:
-        area = image_sizes[:, 0] * image_sizes[:, 1]
-        feats["img_area_ratio"] = np.minimum(area[rows], area[cols]) / np.maximum(area[rows], area[cols])
-        feats["img_same_size"] = (image_sizes[rows] == image_sizes[cols]).all(axis=1).astype(np.float32)
-    return pd.DataFrame(feats)
-
-
-def _graph_features(neigh: Neigh, rows: np.ndarray, cols: np.ndarray, n: int,
-                    top: int = 5) -> dict[str, np.ndarray]:
-    """Common neighbours of i and j, and the size of their component, in the graph of every model's top-5."""
+def _top_graph(neigh: Neigh, n: int, top: int = 5) -> sp.csr_matrix:
+    """Undirected graph of every model's first `top` neighbours, no self loops."""
     r, c = candidate_pairs({m: (i[:, :top], s[:, :top]) for m, (i, s) in neigh.items()}, n)
     A = sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=(n, n))
     A = ((A + A.T) > 0).astype(np.float32).tocsr()
     A.setdiag(0)
     A.eliminate_zeros()
-    common = np.asarray(A[rows].multiply(A[cols]).sum(axis=1)).ravel()
-    _, comp = connected_components(A, directed=False)
-    size = np.bincount(comp)[comp].astype(np.float32)
-    return {"common_neighbours": common.astype(np.float32), "component_size": size[rows]}
+    return A
+
+
+class PairFeatures:
+    """Pair features, with everything per row (neighbour positions, row statistics, title tokens, units,
+    the top-5 graph) computed once, so that any chunk of pairs is featurised without repeating it.
+
+    Chunks keep the test side within memory: 70,000 rows give about 10 million candidate pairs.
+    """
+
+    def __init__(self, neigh: Neigh, df: pd.DataFrame, embeddings: dict | None = None,
+                 thresholds: dict[str, float] | None = None, image_sizes: np.ndarray | None = None):
+        self.neigh, self.n = neigh, len(df)
+        self.embeddings = embeddings or {}
+        thresholds = thresholds or {}
+        self.rows_stats = {}
+        for m, (idx, sims) in neigh.items():
+            k = idx.shape[1]
+            self.rows_stats[m] = {
+                "index": _position_index(idx), "k": k, "mean": sims[:, 1:].mean(axis=1),
+                "std": sims[:, 1:].std(axis=1) + 1e-6, "kth": sims[:, min(KTH, k - 1)],
+                "above": (sims[:, 1:] >= thresholds.get(m, 0.5)).sum(axis=1).astype(np.float32)}
+        titles = df["title"]
+        self.phash = _phash_ints(df["image_phash"].to_numpy())
+        self.tokens = [frozenset(tokens(t)) for t in titles]
+        self.numbers = [frozenset(_NUM.findall(t)) for t in titles]
+        self.brands = [brand(t) for t in titles]
+        self.lower = [t.lower() for t in titles]
+        self.length = np.array([len(t) for t in titles], dtype=np.float32)
+        self.quantities = extract_attributes(titles)["quantity"]
+        self.graph = _top_graph(neigh, self.n)
+        comp = connected_components(self.graph, directed=False)[1]
+        self.component_size = np.bincount(comp)[comp].astype(np.float32)
+        self.image_sizes = image_sizes
+
+    def __call__(self, rows: np.ndarray, cols: np.ndarray) -> pd.DataFrame:
+        """Features of the pairs (rows[p], cols[p]); row order of `df` is the index space."""
+        feats: dict[str, np.ndarray] = {}
+        for m, (_, sims) in self.neigh.items():
+            st = self.rows_stats[m]
+            k = st["k"]
+            pos_ij, pos_ji = _positions(st["index"], self.n, rows, cols), _positions(st["index"], self.n, cols, rows)
+            if m in self.embeddings:
+                sim = pair_similarity(self.embeddings[m], rows, cols)
+            else:
+                sim = _take(sims, rows, pos_ij, np.nan)
+            feats[f"{m}_sim"] = sim
+            feats[f"{m}_rank_ij"] = np.where(pos_ij >= 0, pos_ij, k).astype(np.float32)
+            feats[f"{m}_rank_ji"] = np.where(pos_ji >= 0, pos_ji, k).astype(np.float32)
+            feats[f"{m}_minus_kth"] = sim - st["kth"][rows]
+            feats[f"{m}_row_mean"] = st["mean"][rows]
+            feats[f"{m}_row_std"] = st["std"][rows]
+            feats[f"{m}_z"] = (sim - st["mean"][rows]) / st["std"][rows]
+            feats[f"{m}_n_above_i"] = st["above"][rows]
+            feats[f"{m}_n_above_j"] = st["above"][cols]
+        feats["phash_hamming"] = _hamming(self.phash, rows, cols)
+        feats.update(self._titles(rows, cols))
+        feats["unit_mismatch"] = attribute_status("quantity", self.quantities, rows, cols)[0].astype(np.float32)
+        feats["common_neighbours"] = np.asarray(
+            self.graph[rows].multiply(self.graph[cols]).sum(axis=1)).ravel().astype(np.float32)
+        feats["component_size"] = self.component_size[rows]
+        if self.image_sizes is not None:
+            area = self.image_sizes[:, 0] * self.image_sizes[:, 1]
+            feats["img_area_ratio"] = np.minimum(area[rows], area[cols]) / np.maximum(area[rows], area[cols])
+            feats["img_same_size"] = (self.image_sizes[rows] == self.image_sizes[cols]).all(axis=1).astype(np.float32)
+        return pd.DataFrame(feats)
+
+    def _titles(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+        jac = np.empty(len(rows), dtype=np.float32)
+        shared_num = np.empty(len(rows), dtype=np.float32)
+        edit = np.empty(len(rows), dtype=np.float32)
+        same_brand = np.empty(len(rows), dtype=np.float32)
+        toks, nums, brands, lower = self.tokens, self.numbers, self.brands, self.lower
+        for p, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+            a, b = toks[i], toks[j]
+            jac[p] = len(a & b) / max(1, len(a | b))
+            shared_num[p] = len(nums[i] & nums[j])
+            edit[p] = Levenshtein.normalized_similarity(lower[i], lower[j])
+            same_brand[p] = float(brands[i] == brands[j] and brands[i] != "")
+        return {"title_jaccard": jac, "title_edit_ratio": edit,
+                "title_len_diff": np.abs(self.length[rows] - self.length[cols]),
+                "shared_numbers": shared_num, "same_brand": same_brand}
+
+
+def build_features(neigh: Neigh, rows: np.ndarray, cols: np.ndarray, df: pd.DataFrame,
+                   embeddings: dict | None = None, thresholds: dict[str, float] | None = None,
+                   image_sizes: np.ndarray | None = None) -> pd.DataFrame:
+    """Features of the pairs (rows[p], cols[p]) in one go; `PairFeatures` featurises in chunks."""
+    return PairFeatures(neigh, df, embeddings, thresholds, image_sizes)(rows, cols)
+
+
+def predict_pairs(clf, features: PairFeatures, rows: np.ndarray, cols: np.ndarray,
+                  chunk: int = 1_000_000) -> np.ndarray:
+    """Pair probabilities, featurised and predicted `chunk` pairs at a time (bounded memory)."""
+    prob = np.empty(len(rows), dtype=np.float32)
+    for start in tqdm(range(0, len(rows), chunk), desc="scoring pairs", unit="chunk", disable=len(rows) <= chunk):
+        sl = slice(start, start + chunk)
+        prob[sl] = clf.predict_proba(features(rows[sl], cols[sl]))[:, 1]
+    return prob
 
 
 @dataclass
