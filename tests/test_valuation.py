@@ -64,7 +64,9 @@ def test_sparsemax_attention_rows_sum_to_one_with_exact_zeros():
     soft = DSCA(16, "softmax").weights(tokens, patches)
     assert (soft > 0).all()
     micro, A_full = dsca(tokens, patches, torch.ones(3, 5))
-    assert micro.shape == (3, 16) and A_full.shape == (3, 5 + 2, 40)  # two learned queries first
+    assert micro.shape == (3, 32) and A_full.shape == (3, 5 + 2, 40)  # two learned queries first
+    text_only, _ = DSCA(16, "sparsemax", learned_queries=0)(tokens, patches, torch.ones(3, 5))
+    assert text_only.shape == (3, 16)
     with pytest.raises(ValueError, match="sparsemax or softmax"):
         DSCA(16, "entmax15")
 

@@ -4,7 +4,8 @@ A_ij = sparsemax((t_i W_Q)(v_j W_K)^T / sqrt(d)) over the patches j, F_micro = s
 (averaged over the real tokens). Sparsemax (the `entmax` package) gives exact zeros, so a token like
 "scratch" puts its weight on a few patches instead of smearing it over the background.
 Besides the text tokens, `learned_queries` trainable query vectors always attend: they look for defects
-the seller did not mention (an extension of the seed's text-only queries; 0 switches them off).
+the seller did not mention (an extension of the seed's text-only queries; 0 switches them off). Their
+output is kept apart from the text tokens' mean, so that a long description does not dilute it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class DSCA(nn.Module):
         self.queries = nn.Parameter(torch.randn(learned_queries, dim) * 0.1)
         self.attention = attention
         self.scale = dim ** -0.5
+        self.out_dim = dim * (2 if learned_queries else 1)
 
     def weights(self, tokens: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """A [B, L, P]: each token's distribution over the patches (rows sum to 1)."""
@@ -33,10 +35,14 @@ class DSCA(nn.Module):
 
     def forward(self, tokens: torch.Tensor, patches: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
                                                                                                   torch.Tensor]:
-        """F_micro [B, d] and A [B, Q + L, P] (learned queries first); `mask` [B, L] marks real tokens."""
+        """F_micro [B, out_dim] (text tokens' mean, then the learned queries' mean) and A [B, Q + L, P]
+        (learned queries first); `mask` [B, L] marks real tokens."""
         B, n_q = tokens.shape[0], self.queries.shape[0]
         tokens = torch.cat([self.queries.unsqueeze(0).expand(B, -1, -1), tokens], dim=1)
         mask = torch.cat([mask.new_ones(B, n_q), mask], dim=1)
         A = self.weights(tokens, patches) * mask.unsqueeze(-1)
-        per_token = A @ self.v(patches)  # [B, L, d]
-        return per_token.sum(1) / mask.sum(1, keepdim=True).clamp(min=1), A
+        per_token = A @ self.v(patches)  # [B, Q + L, d]
+        text = per_token[:, n_q:].sum(1) / mask[:, n_q:].sum(1, keepdim=True).clamp(min=1)
+        if not n_q:
+            return text, A
+        return torch.cat([text, per_token[:, :n_q].mean(1)], dim=-1), A

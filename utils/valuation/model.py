@@ -73,7 +73,7 @@ class HMGNet(nn.Module):
             self.patch = nn.Sequential(nn.Conv2d(inputs.patches.shape[1], d, 1), nn.GELU(), nn.Conv2d(d, d, 1))
         if self.use_dsca:
             self.dsca = DSCA(d, cfg.attention)
-            entity += d
+            entity += self.dsca.out_dim
         if self.use_structure:
             self.structure = StructuralConsistency(d, inputs.claims.shape[1])
             entity += d
