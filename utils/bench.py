@@ -143,7 +143,8 @@ def _print_inference(r: dict) -> None:
     print(f"{'stage':<20}{'seconds':>10}{'peak RSS MB':>14}  {'measured':<18}key metric")
     for s in r["stages"]:
         metric = f"{s['metric']} = {s['value']}" if s["metric"] else ""
-        print(f"{s['stage']:<20}{s['seconds']:>10.1f}{s['peak_rss_mb']:>14.0f}  {s['measured'][:16]:<18}{metric}")
+        measured = s.get("measured", "")[:16]
+        print(f"{s['stage']:<20}{s['seconds']:>10.1f}{s['peak_rss_mb']:>14.0f}  {measured:<18}{metric}")
     verdict = "within" if r["within_limit"] else "OVER"
     print(f"inference stages (02-05): {r['inference_seconds']:.0f} s; peak of any stage {r['peak_rss_mb']:.0f} MB, "
           f"{verdict} the {r['limit_mb']:.0f} MB limit")

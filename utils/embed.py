@@ -65,9 +65,14 @@ def wordllama(titles: pd.Series, weights: str | None = None, tokenizer: str | No
     return model.embed(titles.tolist(), norm=True, batch_size=batch_size).astype(np.float32)
 
 
+def phash_ints(phash_hex: pd.Series | np.ndarray) -> np.ndarray:
+    """pHash hex strings as unsigned 64-bit integers."""
+    return np.array([int(h, 16) for h in phash_hex], dtype=np.uint64)
+
+
 def phash_bits(phash_hex: pd.Series) -> np.ndarray:
     """pHash as 64 signed bits scaled to unit length: cosine = 1 - 2 * hamming / 64."""
-    ints = np.array([int(h, 16) for h in phash_hex], dtype=np.uint64)
+    ints = phash_ints(phash_hex)
     bits = ((ints[:, None] >> np.arange(63, -1, -1, dtype=np.uint64)) & np.uint64(1)).astype(np.float32)
     return (bits * 2 - 1) / 8.0
 

@@ -16,6 +16,7 @@ from rapidfuzz.distance import Levenshtein
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
+from .embed import phash_ints
 from .fusion import candidate_pairs, pair_similarity
 from .matching import DEFAULT_GRID, cap
 from .metric import row_scores
@@ -65,10 +66,6 @@ def _take(values: np.ndarray, rows: np.ndarray, pos: np.ndarray, missing: float)
     return np.where(pos >= 0, values[rows, np.maximum(pos, 0)], missing).astype(np.float32)
 
 
-def _phash_ints(phash: np.ndarray) -> np.ndarray:
-    return np.array([int(h, 16) for h in phash], dtype=np.uint64)
-
-
 def _hamming(ints: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     x = ints[rows] ^ ints[cols]
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.float32)
@@ -104,7 +101,7 @@ class PairFeatures:
                 "std": sims[:, 1:].std(axis=1) + 1e-6, "kth": sims[:, min(KTH, k - 1)],
                 "above": (sims[:, 1:] >= thresholds.get(m, 0.5)).sum(axis=1).astype(np.float32)}
         titles = df["title"]
-        self.phash = _phash_ints(df["image_phash"].to_numpy())
+        self.phash = phash_ints(df["image_phash"])
         self.tokens = [frozenset(tokens(t)) for t in titles]
         self.numbers = [frozenset(_NUM.findall(t)) for t in titles]
         self.brands = [brand(t) for t in titles]
@@ -115,6 +112,7 @@ class PairFeatures:
         comp = connected_components(self.graph, directed=False)[1]
         self.component_size = np.bincount(comp)[comp].astype(np.float32)
         self.image_sizes = image_sizes
+        self.image_area = None if image_sizes is None else image_sizes[:, 0] * image_sizes[:, 1]
 
     def __call__(self, rows: np.ndarray, cols: np.ndarray) -> pd.DataFrame:
         """Features of the pairs (rows[p], cols[p]); row order of `df` is the index space."""
@@ -143,7 +141,7 @@ class PairFeatures:
             self.graph[rows].multiply(self.graph[cols]).sum(axis=1)).ravel().astype(np.float32)
         feats["component_size"] = self.component_size[rows]
         if self.image_sizes is not None:
-            area = self.image_sizes[:, 0] * self.image_sizes[:, 1]
+            area = self.image_area
             feats["img_area_ratio"] = np.minimum(area[rows], area[cols]) / np.maximum(area[rows], area[cols])
             feats["img_same_size"] = (self.image_sizes[rows] == self.image_sizes[cols]).all(axis=1).astype(np.float32)
         return pd.DataFrame(feats)
