@@ -16,7 +16,7 @@ from utils.valuation.dsca import DSCA
 from utils.valuation.features import estimate_anchor
 from utils.valuation.listings import read_listings
 from utils.valuation.metrics import coverage, interval, rmsle, scores
-from utils.valuation.structure import parse_claims
+from utils.valuation.structure import claim_loss, parse_claims
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +63,12 @@ def test_sparsemax_attention_rows_sum_to_one_with_exact_zeros():
     assert (A == 0).float().mean() > 0.5 and (A >= 0).all()
     soft = DSCA(16, "softmax").weights(tokens, patches)
     assert (soft > 0).all()
-    micro, A_full = dsca(tokens, patches, torch.ones(3, 5))
-    assert micro.shape == (3, 32) and A_full.shape == (3, 5 + 2, 40)  # two learned queries first
+    micro, parts = dsca(tokens, patches, torch.ones(3, 5))
+    # text mean, learned queries' mean, defect logit; two learned queries first in A
+    assert micro.shape == (3, 33) and parts["attention"].shape == (3, 5 + 2, 40)
+    assert parts["defect_logit"].shape == (3,)
     text_only, _ = DSCA(16, "sparsemax", learned_queries=0)(tokens, patches, torch.ones(3, 5))
-    assert text_only.shape == (3, 16)
+    assert text_only.shape == (3, 17)
     with pytest.raises(ValueError, match="sparsemax or softmax"):
         DSCA(16, "entmax15")
 
@@ -86,6 +88,18 @@ def test_parse_claims_with_negation():
     texts = ["charger included. no box.", "Missing charger, box not included", "comes with strap", "works"]
     claims = parse_claims(texts, ["charger", "box", "strap"])
     np.testing.assert_array_equal(claims, [[1, -1, 0], [-1, -1, 0], [0, 0, 1], [0, 0, 0]])
+
+
+def test_claim_loss_counts_only_claimed_accessories_of_rows_with_a_photo():
+    logit = torch.tensor([[2.0, -1.0, 5.0], [0.5, 0.0, 0.0]])
+    claims = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])
+    # row 0: claimed with logit 2 -> -log(sigmoid(2)); denied with logit -1 -> -log(1 - sigmoid(-1))
+    by_hand = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0))) / 2
+    assert claim_loss(logit, claims, torch.tensor([True, False])).item() == pytest.approx(by_hand, rel=1e-6)
+    # the second row, with a photo, adds its denial with logit 0.5: -log(1 - sigmoid(0.5))
+    both = (2 * by_hand + math.log1p(math.exp(0.5))) / 3
+    assert claim_loss(logit, claims, torch.tensor([True, True])).item() == pytest.approx(both, rel=1e-6)
+    assert claim_loss(logit, torch.zeros_like(claims), torch.tensor([True, True])).item() == 0.0
 
 
 def test_read_listings_errors_name_column_and_lines(tmp_path):

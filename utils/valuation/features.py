@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .structure import parse_claims
+from .structure import DEFAULT_DEFECTS, parse_claims
 
 log = logging.getLogger(__name__)
 CATEGORICAL = ("category", "brand", "condition")  # entity side; location and time belong to the market graph
@@ -29,6 +29,7 @@ class Inputs:
     anchor: torch.Tensor  # [N] new price, or the estimate where missing
     anchor_estimated: torch.Tensor  # [N] bool
     claims: torch.Tensor  # [N, A] +1 claimed, -1 denied, 0 not mentioned
+    defect_mentioned: torch.Tensor  # [N] float, 1 when the text names a defect ("small dent"), not "no dents"
     price: torch.Tensor  # [N]
     patches: torch.Tensor | None = None  # [N, C, h, w] float16 image feature map (backbone stage 2/3)
     pooled: torch.Tensor | None = None  # [N, C2] float16 pooled last-stage features
@@ -158,6 +159,7 @@ def build_inputs(df: pd.DataFrame, train_idx: np.ndarray, accessories: list[str]
     inputs = Inputs(tokens=tokenize(text), categorical=cats, numeric=torch.tensor(num, dtype=torch.float32),
                     anchor=torch.tensor(anchor, dtype=torch.float32), anchor_estimated=torch.tensor(estimated),
                     claims=torch.tensor(parse_claims(text, accessories), dtype=torch.float32),
+                    defect_mentioned=torch.tensor((parse_claims(text, DEFAULT_DEFECTS) > 0).any(1), dtype=torch.float32),
                     price=torch.tensor(df["price"].to_numpy(float), dtype=torch.float32), sizes=sizes)
     if images_dir and "image" in df:
         paths = [str(Path(images_dir) / f) if f else None for f in df["image"]]

@@ -7,10 +7,12 @@ import copy
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from .features import Inputs
 from .metrics import rmsle
 from .model import HMGConfig, HMGNet
+from .structure import claim_loss, mention_loss
 
 
 def predict(model: HMGNet, idx: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
@@ -26,13 +28,20 @@ def predict(model: HMGNet, idx: np.ndarray, batch_size: int = 512) -> dict[str, 
 
 
 def train(cfg: HMGConfig, inputs: Inputs, train_idx: np.ndarray, val_idx: np.ndarray, epochs: int = 20,
-          lr: float = 3e-3, batch_size: int = 64, seed: int = 0, progress: bool = True) -> tuple[HMGNet, list[dict]]:
-    """Fit on `train_idx` with the log-price MSE (RMSLE's square); returns the best model and the history."""
+          lr: float = 3e-3, batch_size: int = 64, seed: int = 0, progress: bool = True,
+          schedule: str = "cosine") -> tuple[HMGNet, list[dict]]:
+    """Fit on `train_idx` with the log-price MSE (RMSLE's square), plus `cfg.claim_weight` times the text's
+    supervision of the image detectors (accessory claims for the structure level, defect mentions for DSCA)
+    when those parts are on. `schedule` (transformers' names: cosine, linear, constant) decays the learning
+    rate after a one-epoch warm-up. Returns the model of the best validation epoch and the history."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     y = inputs.price.numpy()
     model = HMGNet(cfg, inputs, init_log_price=float(np.log(y[train_idx]).mean()))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
+    steps = -(-len(train_idx) // batch_size)
+    sched = get_scheduler({"constant": "constant_with_warmup"}.get(schedule, schedule), opt,
+                          num_warmup_steps=steps, num_training_steps=steps * epochs)
     target = torch.log1p(inputs.price)
     history, best, best_state = [], np.inf, None
     bar = tqdm(range(epochs), desc=f"hmgnet {cfg.head}", unit="epoch", leave=False, disable=not progress)
@@ -43,11 +52,19 @@ def train(cfg: HMGConfig, inputs: Inputs, train_idx: np.ndarray, val_idx: np.nda
         for s in range(0, len(order), batch_size):
             idx = torch.as_tensor(order[s:s + batch_size])
             out = model(idx)
-            loss = torch.mean((torch.log1p(out["price"]) - target[idx]) ** 2)
+            price_loss = torch.mean((torch.log1p(out["price"]) - target[idx]) ** 2)
+            loss = price_loss
+            if model.use_structure and cfg.claim_weight > 0:
+                loss = loss + cfg.claim_weight * claim_loss(out["presence_logit"], inputs.claims[idx],
+                                                            inputs.has_image[idx])
+            if model.use_dsca and cfg.claim_weight > 0:
+                loss = loss + cfg.claim_weight * mention_loss(out["defect_logit"], inputs.defect_mentioned[idx],
+                                                              inputs.has_image[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(loss.item())
+            sched.step()
+            losses.append(price_loss.item())
         val = rmsle(y[val_idx], predict(model, val_idx)["price"])
         history.append({"epoch": epoch + 1, "train_rmsle": float(np.sqrt(np.mean(losses))), "val_rmsle": val})
         bar.set_postfix(val_rmsle=f"{val:.4f}")

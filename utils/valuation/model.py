@@ -38,6 +38,7 @@ class HMGConfig:
     patches: str = "pixels"  # DSCA / structure cells: pixels (ViT-style patch embedding, trained) | timm (frozen map)
     patch_size: int = 8  # pixel patch side for patches="pixels"
     dim: int = 64
+    claim_weight: float = 0.3  # weight of the text's supervision of the image detectors (accessories, defects)
     gamma: float = 1.0  # initial market weight
 
     def to_dict(self) -> dict:
@@ -117,8 +118,9 @@ class HMGNet(nn.Module):
             P = self.patches(idx, images, maps)
             seen = inp.has_image[idx].float().unsqueeze(-1)
         if self.use_dsca:
-            micro, out["attention"] = self.dsca(T, P, mask)
+            micro, info = self.dsca(T, P, mask)
             parts.append(micro * seen)
+            out.update(info)
         if self.use_structure:
             meso, info = self.structure(P, inp.claims[idx])
             parts.append(meso * seen)
