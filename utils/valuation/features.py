@@ -159,7 +159,8 @@ def build_inputs(df: pd.DataFrame, train_idx: np.ndarray, accessories: list[str]
     inputs = Inputs(tokens=tokenize(text), categorical=cats, numeric=torch.tensor(num, dtype=torch.float32),
                     anchor=torch.tensor(anchor, dtype=torch.float32), anchor_estimated=torch.tensor(estimated),
                     claims=torch.tensor(parse_claims(text, accessories), dtype=torch.float32),
-                    defect_mentioned=torch.tensor((parse_claims(text, DEFAULT_DEFECTS) > 0).any(1), dtype=torch.float32),
+                    defect_mentioned=torch.tensor((parse_claims(text, DEFAULT_DEFECTS) > 0).any(1),
+                                                  dtype=torch.float32),
                     price=torch.tensor(df["price"].to_numpy(float), dtype=torch.float32), sizes=sizes)
     if images_dir and "image" in df:
         paths = [str(Path(images_dir) / f) if f else None for f in df["image"]]
