@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 
 from . import baselines
 from .explain import chance_rate, occlusion_map, pointing_game, region_effect
@@ -121,6 +122,31 @@ def few_shot(inputs: Inputs, pool: np.ndarray, te: np.ndarray, n_rows: int, seed
             model, _ = train(cfg, inputs, sub[n_val:], sub[:n_val], seed=seed, **fit_args)
             rows.append({"seed": seed, "head": head, **scores(y[te], predict(model, te)["price"])})
     return pd.DataFrame(rows)
+
+
+def detector_auc(model: HMGNet, rows: np.ndarray, present: list[set[str]], category: np.ndarray,
+                 accessories: list[str], defect: np.ndarray) -> dict[str, float | None]:
+    """ROC AUC of the image detectors against the generator's truth on `rows`: accessory presence over the
+    accessories seen with each row's category (`present`: the accessories in each row's photo), and the
+    defect logit against `defect` (bool per row). None for a detector the model does not have."""
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.as_tensor(rows))
+    result: dict[str, float | None] = {"accessory_presence_auc": None, "defect_auc": None}
+    if "presence" in out:
+        seen: dict[str, set[str]] = {}
+        for c, acc in zip(category, present, strict=True):
+            seen.setdefault(c, set()).update(acc)
+        col = {a: j for j, a in enumerate(accessories)}
+        y, p = [], []
+        for k, r in enumerate(rows):
+            for a in seen[category[r]] & col.keys():
+                y.append(a in present[r])
+                p.append(float(out["presence"][k, col[a]]))
+        result["accessory_presence_auc"] = float(roc_auc_score(y, p)) if len(set(y)) == 2 else None
+    if "defect_logit" in out and len(set(defect[rows])) == 2:
+        result["defect_auc"] = float(roc_auc_score(defect[rows], out["defect_logit"].numpy()))
+    return result
 
 
 def gamma_of(model: HMGNet) -> float | None:
