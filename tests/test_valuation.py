@@ -16,7 +16,7 @@ from utils.valuation.dsca import DSCA
 from utils.valuation.features import estimate_anchor
 from utils.valuation.listings import read_listings
 from utils.valuation.metrics import coverage, interval, rmsle, scores
-from utils.valuation.structure import claim_loss, parse_claims
+from utils.valuation.structure import claim_loss, mention_loss, parse_claims
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,13 @@ def test_claim_loss_counts_only_claimed_accessories_of_rows_with_a_photo():
     both = (2 * by_hand + math.log1p(math.exp(0.5))) / 3
     assert claim_loss(logit, claims, torch.tensor([True, True])).item() == pytest.approx(both, rel=1e-6)
     assert claim_loss(logit, torch.zeros_like(claims), torch.tensor([True, True])).item() == 0.0
+
+
+def test_mention_loss_skips_rows_without_a_photo():
+    logit, mentioned = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([1.0, 0.0, 0.0])
+    by_hand = (math.log1p(math.exp(-1.0)) + math.log1p(math.exp(-2.0))) / 2  # rows 0 and 1; row 2 has no photo
+    assert mention_loss(logit, mentioned, torch.tensor([True, True, False])).item() == pytest.approx(by_hand, rel=1e-6)
+    assert mention_loss(logit, mentioned, torch.zeros(3, dtype=torch.bool)).item() == 0.0
 
 
 def test_read_listings_errors_name_column_and_lines(tmp_path):

@@ -101,6 +101,14 @@ def image_transforms(data_config: dict, size: int, train: bool):
     return T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), norm])
 
 
+def warmup_scheduler(opt: torch.optim.Optimizer, schedule: str, warmup_steps: int,
+                     total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then `schedule` (linear, cosine or constant) over `total_steps`: transformers' schedulers,
+    stepped once per optimiser step."""
+    name = {"constant": "constant_with_warmup"}.get(schedule, schedule)
+    return get_scheduler(name, opt, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -171,8 +179,7 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
     opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
                             weight_decay=cfg.weight_decay)
     total = max(1, cfg.epochs * len(loader))
-    sched = get_scheduler({"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule), opt,
-                          num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total)
+    sched = warmup_scheduler(opt, cfg.schedule, int(cfg.warmup_ratio * total), total)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 

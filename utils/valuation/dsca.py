@@ -35,7 +35,10 @@ class DSCA(nn.Module):
 
     def weights(self, tokens: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """A [B, L, P]: each token's distribution over the patches (rows sum to 1)."""
-        scores = self.q(tokens) @ self.k(patches).transpose(1, 2) * self.scale
+        return self._attend(tokens, self.k(patches))
+
+    def _attend(self, tokens: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        scores = self.q(tokens) @ keys.transpose(1, 2) * self.scale
         return sparsemax(scores, dim=-1) if self.attention == "sparsemax" else torch.softmax(scores, dim=-1)
 
     def forward(self, tokens: torch.Tensor, patches: torch.Tensor,
@@ -45,9 +48,10 @@ class DSCA(nn.Module):
         B, n_q = tokens.shape[0], self.queries.shape[0]
         tokens = torch.cat([self.queries.unsqueeze(0).expand(B, -1, -1), tokens], dim=1)
         mask = torch.cat([mask.new_ones(B, n_q), mask], dim=1)
-        A = self.weights(tokens, patches) * mask.unsqueeze(-1)
+        keys = self.k(patches)
+        A = self._attend(tokens, keys) * mask.unsqueeze(-1)
         per_token = A @ self.v(patches)  # [B, Q + L, d]
         text = per_token[:, n_q:].sum(1) / mask[:, n_q:].sum(1, keepdim=True).clamp(min=1)
-        defect = self.detector(self.k(patches)).squeeze(-1).max(dim=-1).values  # [B]
+        defect = self.detector(keys).squeeze(-1).max(dim=-1).values  # [B]
         parts = [text] + ([per_token[:, :n_q].mean(1)] if n_q else []) + [defect.unsqueeze(-1)]
         return torch.cat(parts, dim=-1), {"attention": A, "defect_logit": defect}

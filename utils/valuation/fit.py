@@ -7,12 +7,23 @@ import copy
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
+from ..training import warmup_scheduler
 from .features import Inputs
 from .metrics import rmsle
 from .model import HMGConfig, HMGNet
 from .structure import claim_loss, mention_loss
+
+
+def detector_loss(out: dict[str, torch.Tensor], inputs: Inputs, idx: torch.Tensor) -> torch.Tensor:
+    """The text's supervision of whichever image detectors the model has (`out` from `HMGNet.forward` on rows
+    `idx` of `inputs`): accessory claims for the structure level, defect mentions for DSCA."""
+    loss = torch.zeros(())
+    if "presence_logit" in out:
+        loss = loss + claim_loss(out["presence_logit"], inputs.claims[idx], inputs.has_image[idx])
+    if "defect_logit" in out:
+        loss = loss + mention_loss(out["defect_logit"], inputs.defect_mentioned[idx], inputs.has_image[idx])
+    return loss
 
 
 def predict(model: HMGNet, idx: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
@@ -40,8 +51,7 @@ def train(cfg: HMGConfig, inputs: Inputs, train_idx: np.ndarray, val_idx: np.nda
     model = HMGNet(cfg, inputs, init_log_price=float(np.log(y[train_idx]).mean()))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     steps = -(-len(train_idx) // batch_size)
-    sched = get_scheduler({"constant": "constant_with_warmup"}.get(schedule, schedule), opt,
-                          num_warmup_steps=steps, num_training_steps=steps * epochs)
+    sched = warmup_scheduler(opt, schedule, steps, steps * epochs)
     target = torch.log1p(inputs.price)
     history, best, best_state = [], np.inf, None
     bar = tqdm(range(epochs), desc=f"hmgnet {cfg.head}", unit="epoch", leave=False, disable=not progress)
@@ -54,12 +64,8 @@ def train(cfg: HMGConfig, inputs: Inputs, train_idx: np.ndarray, val_idx: np.nda
             out = model(idx)
             price_loss = torch.mean((torch.log1p(out["price"]) - target[idx]) ** 2)
             loss = price_loss
-            if model.use_structure and cfg.claim_weight > 0:
-                loss = loss + cfg.claim_weight * claim_loss(out["presence_logit"], inputs.claims[idx],
-                                                            inputs.has_image[idx])
-            if model.use_dsca and cfg.claim_weight > 0:
-                loss = loss + cfg.claim_weight * mention_loss(out["defect_logit"], inputs.defect_mentioned[idx],
-                                                              inputs.has_image[idx])
+            if cfg.claim_weight > 0:
+                loss = loss + cfg.claim_weight * detector_loss(out, inputs, idx)
             opt.zero_grad()
             loss.backward()
             opt.step()

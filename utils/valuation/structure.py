@@ -69,18 +69,21 @@ class StructuralConsistency(nn.Module):
         return self.out(feats), {"presence": presence, "presence_logit": logit, "penalty": penalty, "match": match}
 
 
+def _masked_bce(logit: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of `logit` against `target` where `mask`; zero (with a graph) when nothing counts."""
+    if not mask.any():
+        return logit.sum() * 0.0
+    return nn.functional.binary_cross_entropy_with_logits(logit[mask], target[mask].float())
+
+
 def claim_loss(presence_logit: torch.Tensor, claims: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of image presence against the text's claims (+1 present, -1 absent); silent
     accessories and rows without a photo (`seen` [B] bool) do not count. Zero when nothing is claimed."""
-    mask = (claims != 0) & seen.unsqueeze(-1)
-    if not mask.any():
-        return presence_logit.sum() * 0.0
-    return nn.functional.binary_cross_entropy_with_logits(presence_logit[mask], (claims[mask] > 0).float())
+    return _masked_bce(presence_logit, claims > 0, (claims != 0) & seen.unsqueeze(-1))
 
 
 def mention_loss(defect_logit: torch.Tensor, mentioned: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of the image's defect logit [B] against whether the text names a defect [B]; rows
     without a photo do not count. Silence counts as no defect: a noisy label, since some sellers omit one."""
-    if not seen.any():
-        return defect_logit.sum() * 0.0
-    return nn.functional.binary_cross_entropy_with_logits(defect_logit[seen], mentioned[seen])
+    return _masked_bce(defect_logit, mentioned, seen)
+
