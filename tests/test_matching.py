@@ -12,7 +12,7 @@ from utils.matching import (
     tune,
     tune_model,
 )
-from utils.metric import score
+from utils.metric import row_scores, score
 
 # 4 rows; labels: {0,1} and {2,3}. Row 3's nearest other is row 2 at 0.45.
 IDX = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0], [3, 2, 1]], dtype=np.int32)
@@ -38,6 +38,25 @@ def test_f1_curve_matches_metric():
         for g, thr in enumerate(grid):
             m = model_matches(IDX, SIMS, ModelThreshold(float(thr), min2))
             assert curve[g] == pytest.approx(score(m, LABELS).f1)
+
+
+def test_f1_curve_with_fp_weight_matches_metric():
+    grid = np.array([0.1, 0.4, 0.5, 0.9])
+    curve = f1_curve(IDX, SIMS, LABELS, grid, None, fp_weight=3.0)
+    for g, thr in enumerate(grid):
+        m = model_matches(IDX, SIMS, ModelThreshold(float(thr)))
+        assert curve[g] == pytest.approx(row_scores(m, LABELS, 3.0)[0].mean())
+
+
+def test_fp_weight_tunes_for_a_larger_split():
+    # rows 0 and 1 match; below 0.7 each also takes row 2 (a look-alike) and then its true partner.
+    # Alone at t = 0.5 each scores 4/5 (1 at best), at t = 0.75 2/3: the loose threshold wins on this split,
+    # but with three times the look-alikes (fp_weight 3) row 0 scores 4/7 at 0.5 and the strict one wins.
+    idx = np.array([[0, 2, 1], [1, 2, 0], [2, 0, 1]], dtype=np.int32)
+    sims = np.array([[1.0, 0.7, 0.6], [1.0, 0.7, 0.6], [1.0, 0.3, 0.2]], dtype=np.float32)
+    labels, grid = np.array([0, 0, 1]), np.array([0.5, 0.65, 0.75])
+    assert tune_model(idx, sims, labels, grid=grid, min2=False).threshold == 0.5
+    assert tune_model(idx, sims, labels, grid=grid, min2=False, fp_weight=3.0).threshold == 0.75
 
 
 def test_tune_model_finds_perfect_threshold():
@@ -88,7 +107,8 @@ def test_out_of_fold_tunes_on_other_folds():
     from utils import postprocess as pp
 
     cfg = pp.PostConfig(models=["m"], phash_exact=False)
-    f1, precision, recall = pp.out_of_fold({"m": (idx, sims)}, {"m": None}, labels, folds, None, cfg)
+    f1, precision, recall = row_scores(pp.out_of_fold({"m": (idx, sims)}, {"m": None}, labels, folds, None, cfg),
+                                       labels)
     assert 0.5 < f1.mean() <= 1.0 and 0 < precision.mean() <= 1 and 0 < recall.mean() <= 1
     full = tune({"m": (idx, sims)}, labels, phash_exact=False)
     assert score(combine({"m": (idx, sims)}, full), labels).f1 >= f1.mean() - 1e-9

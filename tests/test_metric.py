@@ -36,6 +36,18 @@ def test_hand_computed_rows():
     assert s.n_rows == 6 and s.f1 == pytest.approx(f1.mean())
 
 
+def test_fp_weight_counts_each_false_positive_that_many_times():
+    m = matches_from_lists([[0, 1, 2], [1], [0, 1, 2, 3, 4, 5], [], [4, 3], [5, 0]], 6)
+    f1, p, r = row_scores(m, LABELS, fp_weight=2.0)
+    # row 2: 3 hits and 3 false positives -> |P| counts 3 + 2*3; row 5: 1 hit, 1 false positive -> 1 + 2*1
+    np.testing.assert_allclose(f1, [1.0, 2 * 1 / 4, 2 * 3 / (9 + 3), 0.0, 1.0, 2 * 1 / (3 + 1)])
+    np.testing.assert_allclose(p, [1.0, 1.0, 3 / 9, 0.0, 1.0, 1 / 3])
+    np.testing.assert_allclose(r, [1.0, 1 / 3, 1.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(row_scores(m, LABELS, fp_weight=1.0)[0], row_scores(m, LABELS)[0])
+    with pytest.raises(ValueError, match="fp_weight"):
+        row_scores(m, LABELS, fp_weight=0.0)
+
+
 def test_duplicates_in_matrix_count_once():
     m = matches_from_lists([[0, 0, 1], [1], [2], [3], [4], [5]], 6)
     f1, _, _ = row_scores(m, LABELS)

@@ -45,8 +45,8 @@ TINY_TRAINING = {"cv": ["text"], "models": {
     "text": {"modality": "text", "epochs": 1, "n_folds": 3},
     "image": {"modality": "image", "image": {"backbone": "resnet10t"}, "image_size": 48, "epochs": 1, "batch_size": 16,
               "n_folds": 3}}}
-FAST = {"01_train_arcface": TINY_TRAINING, "04_postprocess": {"n_folds": 3}, "05_stacker": {"n_folds": 3,
-                                                                                              "n_estimators": 50}}
+FAST = {"01_train_arcface": TINY_TRAINING, "04_postprocess": {"n_folds": 3, "fp_weight": "auto"},
+        "05_stacker": {"n_folds": 3, "n_estimators": 50}}
 STAGES = ["00_eda", "01_train_arcface", "02_embed", "03_knn", "04_postprocess", "05_stacker"]
 
 
@@ -70,6 +70,8 @@ def test_demo_chain_end_to_end(tiny_demo, tmp_path, capsys):
     post = json.loads((run_dir / "04_postprocess" / "metrics.json").read_text())
     assert [r["step"] for r in post["ablation"]][:3] == ["best single model, threshold", "+ min2",
                                                          "+ union of models + pHash"]
+    assert post["fp_weight"] == pytest.approx(len(test) / len(pd.read_csv(tiny_demo / "train.csv")))
+    assert all(0 < r["f1_test_size"] <= 1 for r in post["ablation"])
     metrics = json.loads((run_dir / "05_stacker" / "metrics.json").read_text())
     assert metrics["postprocess_test_f1"] == pytest.approx(post["test_f1"])
     # the notebook's figure is the scorer's figure
@@ -106,7 +108,7 @@ def test_real_titles_config_reaches_target(real_titles, tmp_path):
     assert [r["stage"] for r in rows] == STAGES
     post = json.loads((tmp_path / "rt" / "04_postprocess" / "metrics.json").read_text())["test_f1"]
     stacked = json.loads((tmp_path / "rt" / "05_stacker" / "metrics.json").read_text())["test_f1"]
-    assert post >= 0.85 and stacked >= post + 0.01
+    assert post >= 0.86 and stacked >= 0.86  # issue 3's target for 04; the stacker stays above it
 
 
 def test_config_errors(tmp_path):

@@ -115,7 +115,18 @@ def test_postprocess_recipe_on_real_titles(real_titles):
     assert fitted.rules[0].delta == 1.0 and fitted.chisel_slack in pp.CHISEL_GRID
     m = pp.apply(prepared, status, df["image_phash"].to_numpy(), fitted, labels, cfg)
     assert np.diff(m.indptr).max() <= 50 and score(m, labels).f1 > 0.85
-    f1, p, r = pp.out_of_fold(prepared, status, labels, assign_folds(df, 3, 0), df["image_phash"].to_numpy(), cfg)
-    assert 0.8 < f1.mean() <= score(m, labels).f1 + 0.02
+    oof = pp.out_of_fold(prepared, status, labels, assign_folds(df, 3, 0), df["image_phash"].to_numpy(), cfg)
+    assert oof.shape == m.shape and (oof.diagonal() > 0).all() and np.diff(oof.indptr).max() <= 50
+    assert 0.8 < score(oof, labels).f1 <= score(m, labels).f1 + 0.02
     with pytest.raises(KeyError, match="fusion needs the embeddings"):
         pp.prepare({}, neigh, pp.PostConfig(models=list(emb), fusion="mean"))
+
+
+def test_fp_weight_for_test_size():
+    assert pp.fp_weight_for("auto", 1500, 3000) == 2.0
+    assert pp.fp_weight_for(1, 1500, 3000) == 1.0
+    for bad in (0, -1.0, "big"):
+        with pytest.raises(ValueError, match="fp_weight"):
+            pp.fp_weight_for(bad, 1500, 3000)
+    with pytest.raises(ValueError, match="rows in both splits"):
+        pp.fp_weight_for("auto", 0, 3000)

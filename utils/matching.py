@@ -109,8 +109,10 @@ def combine(neigh: dict[str, tuple[np.ndarray, np.ndarray]], th: Thresholds,
 
 
 def f1_curve(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, grid: np.ndarray = DEFAULT_GRID,
-             min2_threshold: float | None = None, rows: np.ndarray | None = None) -> np.ndarray:
-    """Mean F1 over `rows` of one model for each threshold of `grid` (vectorised over prefixes)."""
+             min2_threshold: float | None = None, rows: np.ndarray | None = None,
+             fp_weight: float = 1.0) -> np.ndarray:
+    """Mean F1 over `rows` of one model for each threshold of `grid` (vectorised over prefixes);
+    `fp_weight` as in `metric.row_scores`."""
     rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
     idx, s = indices[rows], sims[rows]
     hits = np.cumsum(labels[idx] == labels[rows][:, None], axis=1)
@@ -119,32 +121,34 @@ def f1_curve(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, grid: np
     for g, thr in enumerate(grid):
         c = _prefix_lengths(s, ModelThreshold(float(thr), min2_threshold))
         tp = hits[np.arange(len(rows)), c - 1]
-        out[g] = np.mean(2 * tp / (c + n_true))
+        out[g] = np.mean(2 * tp / (tp + fp_weight * (c - tp) + n_true))
     return out
 
 
 def tune_model(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None,
-               grid: np.ndarray = DEFAULT_GRID, min2: bool = True) -> ModelThreshold:
+               grid: np.ndarray = DEFAULT_GRID, min2: bool = True, fp_weight: float = 1.0) -> ModelThreshold:
     """Best threshold on `rows`; with min2, then the best min2 threshold, then the threshold again."""
-    best = ModelThreshold(float(grid[np.argmax(f1_curve(indices, sims, labels, grid, None, rows))]))
+    best = ModelThreshold(float(grid[np.argmax(f1_curve(indices, sims, labels, grid, None, rows, fp_weight))]))
     if not min2:
         return best
     lower = grid[grid <= best.threshold]
-    m2 = [np.max(f1_curve(indices, sims, labels, np.array([best.threshold]), float(v), rows)) for v in lower]
+    m2 = [np.max(f1_curve(indices, sims, labels, np.array([best.threshold]), float(v), rows, fp_weight))
+          for v in lower]
     best.min2_threshold = float(lower[int(np.argmax(m2))])
-    curve = f1_curve(indices, sims, labels, grid, best.min2_threshold, rows)
+    curve = f1_curve(indices, sims, labels, grid, best.min2_threshold, rows, fp_weight)
     best.threshold = float(grid[np.argmax(curve)])
     return best
 
 
-def union_f1(parts: list[sp.csr_matrix], labels: np.ndarray, rows: np.ndarray | None = None) -> float:
-    f1, _, _ = row_scores(union(parts), labels)
+def union_f1(parts: list[sp.csr_matrix], labels: np.ndarray, rows: np.ndarray | None = None,
+             fp_weight: float = 1.0) -> float:
+    f1, _, _ = row_scores(union(parts), labels, fp_weight)
     return float(f1.mean() if rows is None else f1[rows].mean())
 
 
 def tune_union(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, start: Thresholds,
                phash: np.ndarray | None = None, rows: np.ndarray | None = None, span: float = 0.15,
-               step: float = 0.01, passes: int = 2) -> Thresholds:
+               step: float = 0.01, passes: int = 2, fp_weight: float = 1.0) -> Thresholds:
     """Coordinate ascent on the union's F1 over `rows`, moving one model's threshold at a time.
 
     Thresholds tuned per model are too loose once unioned (each adds its false positives), so each
@@ -154,7 +158,7 @@ def tune_union(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarr
                     start.phash_max_group, dict(start.extra))
     fixed = [phash_matches(phash, th.phash_max_group)] if (th.phash_exact and phash is not None) else []
     current = {m: model_matches(*neigh[m], t) for m, t in th.models.items()}
-    best_f1 = union_f1(list(current.values()) + fixed, labels, rows)
+    best_f1 = union_f1(list(current.values()) + fixed, labels, rows, fp_weight)
     for _ in range(passes):
         improved = False
         for m, t in th.models.items():
@@ -164,7 +168,7 @@ def tune_union(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarr
                     continue
                 cand = ModelThreshold(float(thr), t.min2_threshold)
                 mat = model_matches(*neigh[m], cand)
-                f1 = union_f1(others + [mat], labels, rows)
+                f1 = union_f1(others + [mat], labels, rows, fp_weight)
                 if f1 > best_f1 + 1e-9:
                     best_f1, th.models[m], current[m], improved = f1, cand, mat, True
         if not improved:
@@ -174,7 +178,9 @@ def tune_union(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarr
 
 def tune(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, phash: np.ndarray | None = None,
          rows: np.ndarray | None = None, min2: bool = True, phash_exact: bool = True,
-         joint: bool = True) -> Thresholds:
-    """Full baseline tuning on `rows`: each model alone, then (optionally) jointly for the union."""
-    th = Thresholds({m: tune_model(i, s, labels, rows, min2=min2) for m, (i, s) in neigh.items()}, phash_exact)
-    return tune_union(neigh, labels, th, phash, rows) if joint else th
+         joint: bool = True, fp_weight: float = 1.0) -> Thresholds:
+    """Full baseline tuning on `rows`: each model alone, then (optionally) jointly for the union;
+    `fp_weight` > 1 tunes for a test split that many times as large (see `metric.row_scores`)."""
+    th = Thresholds({m: tune_model(i, s, labels, rows, min2=min2, fp_weight=fp_weight) for m, (i, s) in neigh.items()},
+                    phash_exact)
+    return tune_union(neigh, labels, th, phash, rows, fp_weight=fp_weight) if joint else th

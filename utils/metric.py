@@ -31,8 +31,15 @@ def group_sizes(labels: np.ndarray) -> np.ndarray:
     return counts[inverse]
 
 
-def row_scores(matches: sp.csr_matrix, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row (f1, precision, recall) of a boolean N x N match matrix against integer labels."""
+def row_scores(matches: sp.csr_matrix, labels: np.ndarray,
+               fp_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row (f1, precision, recall) of a boolean N x N match matrix against integer labels.
+
+    `fp_weight` counts each false positive that many times: the expected scores on a split `fp_weight`
+    times as large, whose rows have as many true matches but proportionally more look-alikes (1: the metric).
+    """
+    if fp_weight <= 0:
+        raise ValueError(f"fp_weight must be positive, got {fp_weight}")
     labels = np.asarray(labels)
     n = len(labels)
     if matches.shape != (n, n):
@@ -44,6 +51,7 @@ def row_scores(matches: sp.csr_matrix, labels: np.ndarray) -> tuple[np.ndarray, 
     hit = labels[m.indices] == labels[rows]
     tp = np.bincount(rows[hit], minlength=n).astype(np.float64)
     n_pred = np.diff(m.indptr).astype(np.float64)
+    n_pred = tp + fp_weight * (n_pred - tp)
     n_true = group_sizes(labels).astype(np.float64)
     f1 = 2 * tp / (n_pred + n_true)
     precision = np.divide(tp, n_pred, out=np.zeros(n), where=n_pred > 0)

@@ -35,6 +35,7 @@ class PostConfig:
     units: bool = False  # drop pairs whose quantities differ (30g vs 50g)
     rules: bool = False  # tune the attribute rule table (model codes, brand)
     chisel: bool = False  # cut rows to the train group-size distribution
+    fp_weight: float = 1.0  # tune for a test split this many times as large as train (metric.row_scores)
     k: int = 50
 
 
@@ -48,6 +49,18 @@ class Fitted:
 
     def to_dict(self) -> dict:
         return {**self.thresholds.to_dict(), "rules": [vars(r) for r in self.rules], "chisel_slack": self.chisel_slack}
+
+
+def fp_weight_for(setting: float | str, n_train: int, n_test: int) -> float:
+    """The tuning weight of a false positive: "auto" is test rows / train rows (each row's look-alikes grow
+    with the rows searched, its true matches do not), a number is taken as given."""
+    if setting == "auto":
+        if n_train < 1 or n_test < 1:
+            raise ValueError(f"fp_weight 'auto' needs rows in both splits, got {n_train} train and {n_test} test")
+        return n_test / n_train
+    if isinstance(setting, str) or not setting > 0:
+        raise ValueError(f"fp_weight must be 'auto' or a positive number, got {setting!r}")
+    return float(setting)
 
 
 def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "auto") -> Neigh:
@@ -90,8 +103,8 @@ def _matches(neigh: Neigh, phash, fitted: Fitted, train_labels: np.ndarray, stat
     return m
 
 
-def _f1(m: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None) -> float:
-    f1 = row_scores(m, labels)[0]
+def _f1(m: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None, fp_weight: float) -> float:
+    f1 = row_scores(m, labels, fp_weight)[0]
     return float(f1.mean() if rows is None else f1[rows].mean())
 
 
@@ -102,23 +115,22 @@ def fit(neigh: Neigh, titles_status: dict, labels: np.ndarray, phash, cfg: PostC
     rules = [replace(r) for r in DEFAULT_RULES]
     if cfg.units:
         rules[0].delta = 1.0
-    tune = {"min2": cfg.min2, "phash_exact": cfg.phash_exact, "joint": False}
+    tune = {"min2": cfg.min2, "phash_exact": cfg.phash_exact, "joint": False, "fp_weight": cfg.fp_weight}
     fitted = Fitted(matching.tune(_with_rules(neigh, titles_status, rules), labels, phash, rows, **tune), rules)
     if cfg.rules:
         for rule in rules[1:]:
             scores = []
             for d in RULE_GRID:
                 rule.delta = d
-                scores.append(_f1(_matches(neigh, phash, fitted, labels, titles_status), labels, rows))
+                scores.append(_f1(_matches(neigh, phash, fitted, labels, titles_status), labels, rows, cfg.fp_weight))
             rule.delta = RULE_GRID[int(np.argmax(scores))]
     adjusted = _with_rules(neigh, titles_status, rules)
-    fitted.thresholds = matching.tune(adjusted, labels, phash, rows, min2=cfg.min2, phash_exact=cfg.phash_exact,
-                                      joint=cfg.joint)
+    fitted.thresholds = matching.tune(adjusted, labels, phash, rows, **{**tune, "joint": cfg.joint})
     if cfg.chisel:
         scores = []
         for slack in CHISEL_GRID:
             fitted.chisel_slack = slack
-            scores.append(_f1(_matches(neigh, phash, fitted, labels, titles_status), labels, rows))
+            scores.append(_f1(_matches(neigh, phash, fitted, labels, titles_status), labels, rows, cfg.fp_weight))
         fitted.chisel_slack = CHISEL_GRID[int(np.argmax(scores))]
     return fitted
 
@@ -137,21 +149,20 @@ def statuses(neigh: Neigh, attrs: dict, cfg: PostConfig) -> dict:
 
 
 def out_of_fold(neigh: Neigh, status: dict, labels: np.ndarray, folds: np.ndarray, phash,
-                cfg: PostConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row F1, precision, recall with each fold matched by settings fitted on the other folds."""
-    out = np.zeros((3, len(labels)))
+                cfg: PostConfig) -> sp.csr_matrix:
+    """Out-of-fold matches: each fold's rows matched by settings fitted on the other folds."""
+    out = sp.csr_matrix((len(labels), len(labels)))
     for k in np.unique(folds):
         fitted = fit(neigh, status, labels, phash, cfg, rows=np.flatnonzero(folds != k))
-        held = folds == k
-        scores = row_scores(apply(neigh, status, phash, fitted, labels[folds != k], cfg), labels)
-        for j in range(3):
-            out[j, held] = scores[j][held]
-    return out[0], out[1], out[2]
+        held = sp.diags((folds == k).astype(np.float64))
+        out = out + held @ apply(neigh, status, phash, fitted, labels[folds != k], cfg)
+    return out.tocsr()
 
 
 def ablation_steps(final: PostConfig, best_single: str) -> list[tuple[str, PostConfig]]:
     """Cumulative configurations: one model, + min2, + union & pHash, then each enabled step in turn."""
-    base = PostConfig(models=[best_single], min2=False, phash_exact=False, joint=False, k=final.k)
+    base = PostConfig(models=[best_single], min2=False, phash_exact=False, joint=False, fp_weight=final.fp_weight,
+                      k=final.k)
     steps = [("best single model, threshold", base), ("+ min2", replace(base, min2=True))]
     cur = replace(base, models=list(final.models), min2=final.min2, phash_exact=final.phash_exact, joint=final.joint)
     steps.append(("+ union of models" + (" + pHash" if final.phash_exact else ""), cur))
@@ -165,16 +176,26 @@ def ablation_steps(final: PostConfig, best_single: str) -> list[tuple[str, PostC
     return steps
 
 
+def selection_column(table: pd.DataFrame) -> str:
+    """The ablation column that picks the recipe: the F1 at the test split's size when it was computed."""
+    return "f1_test_size" if "f1_test_size" in table else "f1"
+
+
 def ablation(embeddings: dict, neigh: Neigh, attrs: dict, labels: np.ndarray, folds: np.ndarray, phash,
              final: PostConfig, backend: str = "auto") -> pd.DataFrame:
-    """Out-of-fold F1 / precision / recall of each step added in turn (seed 002's results table)."""
-    singles = {m: matching.f1_curve(*neigh[m], labels).max() for m in final.models}
+    """Out-of-fold F1 / precision / recall of each step added in turn (seed 002's results table), and with
+    `final.fp_weight` != 1 the F1 expected on the larger test split (`f1_test_size`), which picks the recipe."""
+    singles = {m: matching.f1_curve(*neigh[m], labels, fp_weight=final.fp_weight).max() for m in final.models}
     best_single = max(singles, key=singles.get)
     rows = []
     for name, cfg in ablation_steps(final, best_single):
         prepared = prepare(embeddings, neigh, cfg, backend)
-        f1, p, r = out_of_fold(prepared, statuses(prepared, attrs, cfg), labels, folds, phash, cfg)
+        oof = out_of_fold(prepared, statuses(prepared, attrs, cfg), labels, folds, phash, cfg)
+        f1, p, r = row_scores(oof, labels)
         rows.append({"step": name, "f1": f1.mean(), "precision": p.mean(), "recall": r.mean()})
+        if final.fp_weight != 1.0:
+            rows[-1]["f1_test_size"] = row_scores(oof, labels, final.fp_weight)[0].mean()
     table = pd.DataFrame(rows)
     table.attrs["best_single"] = best_single
+    table.attrs["best_step"] = int(table[selection_column(table)].idxmax())
     return table

@@ -294,10 +294,11 @@ def decide(P: sp.csr_matrix, threshold: float, min2_threshold: float | None = No
 
 
 def tune_decision(P: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None = None,
-                  grid: np.ndarray = DEFAULT_GRID) -> tuple[float, float | None, np.ndarray]:
-    """Best probability threshold, then best min2 threshold, by F1 on `rows`; returns the F1 curve too."""
+                  grid: np.ndarray = DEFAULT_GRID, fp_weight: float = 1.0) -> tuple[float, float | None, np.ndarray]:
+    """Best probability threshold, then best min2 threshold, by F1 on `rows` (false positives weighted by
+    `fp_weight`, as in `metric.row_scores`); returns the F1 curve too."""
     def f1(th, m2):
-        s = row_scores(decide(P, th, m2), labels)[0]
+        s = row_scores(decide(P, th, m2), labels, fp_weight)[0]
         return float(s.mean() if rows is None else s[rows].mean())
 
     coarse = grid[::2]
