@@ -63,3 +63,20 @@ def test_boosters_on_cuda_agree_with_cpu(model):
     assert abs(auc["cpu"] - auc["cuda"]) < 0.01, auc
     assert np.corrcoef(probs["cpu"], probs["cuda"])[0, 1] > 0.99
     assert np.abs(probs["cpu"] - probs["cuda"]).mean() < 0.02
+
+
+def test_amp_image_training_on_cuda(tiny_demo, tmp_path):
+    """Mixed precision with GradScaler trains on CUDA, and its checkpoint embeds alike on CUDA and CPU."""
+    from utils.training import TrainConfig, encode, fit, load_encoder
+
+    df = read_postings(tiny_demo / "train.csv", require_labels=True)
+    images = tiny_demo / "train_images"
+    cfg = TrainConfig(modality="image", image={"backbone": "resnet10t"}, image_size=64, epochs=3, batch_size=32,
+                      lr=3e-3, n_folds=3, embedding_size=32, amp=True, device="cuda")
+    hist = fit(cfg, df, images, tmp_path)["history"]
+    losses = [h["loss"] for h in hist[1:]]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0], hist
+    encoder, _ = load_encoder(tmp_path / "best.pt")
+    on_gpu = encode(encoder, df, images, cfg.image_size, device="cuda")
+    on_cpu = encode(encoder, df, images, cfg.image_size, device="cpu")
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=2e-3)
