@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .metric import group_sizes, row_scores
+from .metric import group_sizes, row_scores, weighted_f1
 
 DEFAULT_GRID = np.round(np.arange(0.10, 1.0001, 0.01), 2)
 
@@ -121,7 +121,7 @@ def f1_curve(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, grid: np
     for g, thr in enumerate(grid):
         c = _prefix_lengths(s, ModelThreshold(float(thr), min2_threshold))
         tp = hits[np.arange(len(rows)), c - 1]
-        out[g] = np.mean(2 * tp / (tp + fp_weight * (c - tp) + n_true))
+        out[g] = np.mean(weighted_f1(tp, c, n_true, fp_weight))
     return out
 
 

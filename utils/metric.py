@@ -31,6 +31,11 @@ def group_sizes(labels: np.ndarray) -> np.ndarray:
     return counts[inverse]
 
 
+def weighted_f1(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray, fp_weight: float = 1.0) -> np.ndarray:
+    """Row F1 `2 tp / (|P| + |T|)` with each of the `n_pred - tp` false positives counted `fp_weight` times."""
+    return 2 * tp / (tp + fp_weight * (n_pred - tp) + n_true)
+
+
 def row_scores(matches: sp.csr_matrix, labels: np.ndarray,
                fp_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-row (f1, precision, recall) of a boolean N x N match matrix against integer labels.
@@ -51,10 +56,10 @@ def row_scores(matches: sp.csr_matrix, labels: np.ndarray,
     hit = labels[m.indices] == labels[rows]
     tp = np.bincount(rows[hit], minlength=n).astype(np.float64)
     n_pred = np.diff(m.indptr).astype(np.float64)
-    n_pred = tp + fp_weight * (n_pred - tp)
     n_true = group_sizes(labels).astype(np.float64)
-    f1 = 2 * tp / (n_pred + n_true)
-    precision = np.divide(tp, n_pred, out=np.zeros(n), where=n_pred > 0)
+    f1 = weighted_f1(tp, n_pred, n_true, fp_weight)
+    weighted_pred = tp + fp_weight * (n_pred - tp)
+    precision = np.divide(tp, weighted_pred, out=np.zeros(n), where=weighted_pred > 0)
     recall = tp / n_true
     return f1, precision, recall
 
