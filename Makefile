@@ -1,6 +1,8 @@
 # Two commands for a user: `make demo` (install + run the demo chain) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
+# extra pipeline arguments, e.g. make demo ARGS=--verbose
+ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -16,10 +18,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install  ## generate the demo data if missing, run the chain, write outputs/runs/demo/submission.csv
-	$(PY) -m utils.pipeline run --config configs/demo.yaml
+	$(PY) -m utils.pipeline run --config configs/demo.yaml $(ARGS)
 
 real-titles: install  ## text + pHash chain on the real Shopee titles: tune on dev.csv, score test.csv
-	$(PY) -m utils.pipeline run --config configs/real-titles.yaml
+	$(PY) -m utils.pipeline run --config configs/real-titles.yaml $(ARGS)
 
 lint: install
 	$(PY) -m ruff check utils tests notebooks

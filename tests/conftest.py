@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.paths import SHARED_DATA
+from utils.paths import SAMPLES
 
 
 def _has_cuda() -> bool:
@@ -36,10 +36,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def real_titles() -> Path:
-    d = SHARED_DATA / "shopee-real-titles"
-    if not (d / "dev.csv").exists():
-        pytest.skip(f"{d} not present")
-    return d
+    return SAMPLES / "shopee-real-titles"
 
 
 @pytest.fixture(scope="session")

@@ -62,3 +62,13 @@ def test_pyproject_names_every_cpu_import():
     deps |= {"faiss-gpu"} if "faiss-cpu" in deps else set()
     missing = third_party_imports() - deps - GPU_ONLY
     assert not missing, f"pyproject.toml lacks {sorted(missing)}"
+
+
+def test_no_tracked_file_refers_outside_the_repository():
+    """A clone with nothing beside it must run: no tracked file may name the developers' sibling folder."""
+    import subprocess
+
+    sibling = ".." + "/shared"  # spelt in two parts so that this file does not match itself
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    offenders = [f for f in tracked if (ROOT / f).is_file() and sibling in (ROOT / f).read_text(errors="ignore")]
+    assert not offenders, f"tracked files refer to {sibling}: {offenders}"

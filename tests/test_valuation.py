@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from utils.data import DataError
-from utils.paths import SHARED_DATA
+from utils.paths import ROOT
 from utils.synth import market as mk
 from utils.valuation.depreciation import DepreciationHead, DirectHead
 from utils.valuation.dsca import DSCA
@@ -130,7 +130,6 @@ def test_read_listings_errors_name_column_and_lines(tmp_path):
     assert len(read_listings(write([ok, {**ok, "listing_id": "b", "price": 0}]), drop_nonpositive_price=True)) == 1
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "valuation" / "cardekho.csv").exists(), reason="shared data absent")
 def test_real_datasets_map_onto_the_listings_format():
     import yaml
 
@@ -138,7 +137,7 @@ def test_real_datasets_map_onto_the_listings_format():
 
     for name, rows in (("cardekho", 301), ("mercari", 9991)):
         stage = yaml.safe_load((CONFIGS / f"valuation-{name}.yaml").read_text())["stages"]["06_hmgnet_valuation"]
-        df = read_listings(stage["listings_csv"].replace("../shared/data", str(SHARED_DATA)), stage["mapping"],
+        df = read_listings(ROOT / stage["listings_csv"], stage["mapping"],
                            drop_nonpositive_price=stage.get("drop_nonpositive_price", False))
         assert len(df) == rows and (df["price"] > 0).all() and df["listing_id"].is_unique
     assert df["msrp" if "msrp" in df else "price"].notna().all()
@@ -192,7 +191,6 @@ def test_valuation_notebook_on_generated_market(tmp_path):
         assert (out / png).exists()
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "valuation" / "cardekho.csv").exists(), reason="shared data absent")
 def test_valuation_notebook_on_cardekho_without_images(tmp_path):
     from utils import pipeline
     from utils.paths import CONFIGS

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from .io import write_npz
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def choose_backend(backend: str = "auto", sparse: bool = False) -> str:
 
 
 def _chunks(n: int, chunk: int, desc: str):
-    return tqdm(range(0, n, chunk), desc=desc, unit="chunk", leave=False, total=-(-n // chunk))
+    return progress(range(0, n, chunk), desc=desc, unit="chunk", leave=False, total=-(-n // chunk))
 
 
 def _knn_numpy(X, k: int, chunk: int):

@@ -8,4 +8,4 @@ CONFIGS = ROOT / "configs"
 INPUTS = ROOT / "inputs"
 OUTPUTS = ROOT / "outputs"
 RUNS = OUTPUTS / "runs"
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SAMPLES = INPUTS / "samples"  # the real public samples shipped in the repository (inputs/samples/README.md)

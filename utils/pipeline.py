@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -20,6 +21,7 @@ import yaml
 
 from .io import read_json, write_json
 from .paths import NOTEBOOKS, ROOT, RUNS
+from .progress import ENV as PROGRESS_ENV
 
 # chain order; stages that need images skip their image models themselves on datasets without images
 STAGES = ("00_eda", "01_train_arcface", "02_embed", "03_knn", "04_postprocess", "05_stacker", "06_hmgnet_valuation")
@@ -145,14 +147,20 @@ def _fingerprint(stage: str, params: dict) -> str:
     return h.hexdigest()
 
 
-def run_stage(stage: str, params: dict, run_dir: Path) -> Path:
-    """Execute one notebook; raises StageFailed with the failing cell and the executed notebook path."""
+def run_stage(stage: str, params: dict, run_dir: Path, verbose: bool = False) -> Path:
+    """Execute one notebook; raises StageFailed with the failing cell and the executed notebook path.
+
+    Quiet by default (batch runs write logs): no cell output, no progress bars, kernel warnings off.
+    `verbose` streams every cell's output and the kernel's own log.
+    """
     out_nb = run_dir / "notebooks" / f"{stage}.ipynb"
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(run_dir / stage, ignore_errors=True)  # no artifact of an earlier run may leak into this one
+    quiet = {} if verbose else {"extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
+    os.environ[PROGRESS_ENV] = "1" if verbose and sys.stderr.isatty() else "0"  # inherited by the kernel
     try:
         pm.execute_notebook(str(NOTEBOOKS / f"{stage}.ipynb"), str(out_nb), parameters=params, cwd=str(ROOT),
-                            kernel_name="python3", progress_bar=False, log_output=False)
+                            kernel_name="python3", progress_bar=False, log_output=verbose, **quiet)
     except pm.PapermillExecutionError as e:
         raise StageFailed(f"stage {stage} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
                           f"the executed notebook with the error is {out_nb}") from None
@@ -169,7 +177,7 @@ def key_metric(run_dir: Path, stage: str) -> tuple[str, object]:
     return key or "", round(value, 4) if isinstance(value, float) else value
 
 
-def run(cfg: dict, stages: list[str] | None = None, force: bool = False) -> list[dict]:
+def run(cfg: dict, stages: list[str] | None = None, force: bool = False, verbose: bool = False) -> list[dict]:
     """Run the configured chain (or `stages` of it) in order and return the summary rows."""
     run_dir = RUNS / cfg["run"]
     chain = [s for s in STAGES if s in cfg["stages"]]
@@ -191,9 +199,10 @@ def run(cfg: dict, stages: list[str] | None = None, force: bool = False) -> list
             print(f"{prefix}: up to date, skipped (use --force to re-run)", flush=True)
             summary.append({"stage": stage, "status": "cached", "seconds": 0.0, **_metric(run_dir, stage)})
             continue
-        print(f"{prefix}: running ...", flush=True)
+        if sys.stdout.isatty():  # on a terminal the line is overwritten by its result; logs get one line a stage
+            print(f"{prefix}: running ...", end="\r", flush=True)
         t0 = time.perf_counter()
-        run_stage(stage, params, run_dir)
+        run_stage(stage, params, run_dir, verbose)
         seconds = time.perf_counter() - t0
         write_json(stamp_path, {"fingerprint": fp, "parameters": params})
         upstream_ran = True
@@ -238,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override: stage.param=v, data.key=v, run=NAME, or param=v for every stage declaring it")
     r.add_argument("--force", action="store_true", help="re-run stages even when up to date")
+    r.add_argument("--verbose", action="store_true", help="stream every cell's output, progress bars and kernel logs")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
-        rows = run(cfg, args.stages.split(",") if args.stages else None, force=args.force)
+        rows = run(cfg, args.stages.split(",") if args.stages else None, force=args.force, verbose=args.verbose)
     except (StageFailed, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

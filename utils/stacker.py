@@ -14,12 +14,12 @@ import pandas as pd
 import scipy.sparse as sp
 from rapidfuzz.distance import Levenshtein
 from scipy.sparse.csgraph import connected_components
-from tqdm.auto import tqdm
 
 from .embed import phash_ints
 from .fusion import candidate_pairs, pair_similarity
 from .matching import DEFAULT_GRID, cap
 from .metric import row_scores
+from .progress import progress
 from .rules import attribute_status, brand, extract_attributes
 from .text import tokens
 
@@ -174,7 +174,7 @@ def predict_pairs(clf, features: PairFeatures, rows: np.ndarray, cols: np.ndarra
                   chunk: int = 1_000_000) -> np.ndarray:
     """Pair probabilities, featurised and predicted `chunk` pairs at a time (bounded memory)."""
     prob = np.empty(len(rows), dtype=np.float32)
-    for start in tqdm(range(0, len(rows), chunk), desc="scoring pairs", unit="chunk", disable=len(rows) <= chunk):
+    for start in progress(range(0, len(rows), chunk), desc="scoring pairs", unit="chunk", disable=len(rows) <= chunk):
         sl = slice(start, start + chunk)
         prob[sl] = clf.predict_proba(features(rows[sl], cols[sl]))[:, 1]
     return prob

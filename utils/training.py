@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .data import assign_folds
@@ -26,6 +25,7 @@ from .knn import neighbours
 from .losses import PAIR_LOSSES, make_loss
 from .matching import DEFAULT_GRID, f1_curve
 from .nn.encoders import build_encoder
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def encode(encoder: nn.Module, df: pd.DataFrame, images_dir: str | Path | None, 
     loader = DataLoader(PostingDataset(df, images_dir if needs_images else None, tf), batch_size=batch_size,
                         shuffle=False, collate_fn=collate)
     out = []
-    for batch in tqdm(loader, desc=desc, leave=False):
+    for batch in progress(loader, desc=desc, leave=False):
         if "image" in batch:
             batch["image"] = batch["image"].to(dev)
         out.append(nn.functional.normalize(encoder(batch).float()).cpu().numpy())
@@ -193,7 +193,7 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
         encoder.train()
         loss_fn.train()
         losses = []
-        for batch in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False):
+        for batch in progress(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False):
             if "image" in batch:
                 batch["image"] = batch["image"].to(device)
             y = batch["label"].to(device)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm.auto import tqdm
 
 from ..io import write_csv, write_json
+from ..progress import progress
 
 IMAGE_SIZE = 96
 
@@ -215,7 +215,7 @@ def generate(out: str | Path, n: int = 3000, seed: int = 0, defect_rate: float =
     rng = np.random.default_rng(seed)
     cat_weights = rng.dirichlet(np.full(len(CATEGORIES), 2.0))  # uneven: some categories are rare
     rows, truth = [], []
-    for i in tqdm(range(n), desc="synth market", unit="listing", leave=False):
+    for i in progress(range(n), desc="synth market", unit="listing", leave=False):
         cat = CATEGORIES[int(rng.choice(len(CATEGORIES), p=cat_weights))]
         lo, hi = np.log(cat.msrp)
         defect = str(rng.choice(list(DEFECT_COST))) if rng.random() < defect_rate else ""

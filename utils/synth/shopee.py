@@ -16,9 +16,9 @@ import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..io import write_csv, write_json
+from ..progress import progress
 from .catalog import ABBREVIATIONS, CATEGORIES, COLOURS, PROMO, Category, brand_name, escape_non_ascii, unit_spellings
 from .packshot import Look, render_packshot, seller_photo
 
@@ -152,7 +152,7 @@ def _write_split(variants: list[Variant], sizes: np.ndarray, prefix: str, out: P
         by_family.setdefault(v.family, []).append(g)
     rows, group_files = [], {}
     labels = _unique_ints(rng, 10**6, 4 * 10**9, len(variants))
-    for g, (v, n) in enumerate(tqdm(list(zip(variants, sizes, strict=True)), desc=f"synth {prefix}",
+    for g, (v, n) in enumerate(progress(list(zip(variants, sizes, strict=True)), desc=f"synth {prefix}",
                                     unit="group", leave=False)):
         shot = render_packshot(v.look)
         files = []

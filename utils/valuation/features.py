@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
+from ..progress import progress
 from .structure import DEFAULT_DEFECTS, parse_claims
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def image_features(paths: list[str | None], backbone: Backbone, batch_size: int 
     """Photos (uint8), feature maps and pooled features of every image, computed once (float16) so that
     ablations train only the light heads on top."""
     pixels, maps, pooled = [], [], []
-    for s in tqdm(range(0, len(paths), batch_size), desc="image features", unit="batch", leave=False):
+    for s in progress(range(0, len(paths), batch_size), desc="image features", unit="batch", leave=False):
         images = torch.stack([load_image(p, backbone.size) for p in paths[s:s + batch_size]])
         mid, last = backbone(images)
         pixels.append((images * 255).round().to(torch.uint8))

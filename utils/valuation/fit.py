@@ -6,8 +6,8 @@ import copy
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import progress as progress_bar
 from ..training import warmup_scheduler
 from .features import Inputs
 from .metrics import rmsle
@@ -54,7 +54,7 @@ def train(cfg: HMGConfig, inputs: Inputs, train_idx: np.ndarray, val_idx: np.nda
     sched = warmup_scheduler(opt, schedule, steps, steps * epochs)
     target = torch.log1p(inputs.price)
     history, best, best_state = [], np.inf, None
-    bar = tqdm(range(epochs), desc=f"hmgnet {cfg.head}", unit="epoch", leave=False, disable=not progress)
+    bar = progress_bar(range(epochs), desc=f"hmgnet {cfg.head}", unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
         model.train()
         order = rng.permutation(train_idx)
