@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.paths import SAMPLES
+from utils.core.paths import SAMPLES
 
 
 def _has_cuda() -> bool:

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from utils.data import DataError, assign_folds, decode_title, read_labels, read_postings, require_images
+from utils.core.data import DataError, assign_folds, decode_title, read_labels, read_postings, require_images
 
 
 def write(tmp_path, rows, name="train.csv"):

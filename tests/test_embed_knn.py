@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from utils.embed import embed, list_embeddings, load_embedding, load_wordllama, phash_bits, save_embedding
-from utils.knn import available_backends, choose_backend, neighbours, self_first
+from utils.core.store import ArtifactName, RunStore
+from utils.matching.embed import embed, load_wordllama, phash_bits
+from utils.matching.knn import available_backends, choose_backend, neighbours, self_first
 
 TITLES = pd.DataFrame({"title": ["Kopi Susu 250ml", "kopi susu 250 ml", "Teh Hijau 500ml", "Sabun Muka 30gr"],
                        "image_phash": ["ffffffffffffffff", "fffffffffffffff0", "0000000000000000",
@@ -44,11 +45,13 @@ def test_unknown_model():
 @pytest.mark.parametrize("name", ["tfidf_char", "phash"])
 def test_save_load_roundtrip(tmp_path, name):
     X = embed(name, TITLES)
-    save_embedding(tmp_path / f"train_{name}", X, {"model": name})
-    Y, meta = load_embedding(tmp_path / f"train_{name}")
+    store = RunStore(tmp_path, "02_embed")
+    store.save_embedding(ArtifactName("train", name), X, {"model": name})
+    Y, meta = store.load_embedding(f"train_{name}")
     assert meta["model"] == name and meta["rows"] == 4 and meta["sparse"] == sp.issparse(X)
     np.testing.assert_array_equal(Y.toarray() if sp.issparse(Y) else Y, X.toarray() if sp.issparse(X) else X)
-    assert list_embeddings(tmp_path) == [tmp_path / f"train_{name}"]
+    assert store.embeddings() == [ArtifactName("train", name)]
+    assert (tmp_path / "02_embed" / f"train_{name}.json").exists()
 
 
 def unit(n, d, seed=0):
@@ -96,11 +99,11 @@ def test_k_larger_than_rows_and_bad_backend():
 
 
 def test_load_split_neighbours(tmp_path):
-    from utils.knn import load_split_neighbours, save_neighbours
-
+    store = RunStore(tmp_path, "03_knn")
     idx, sims, _ = neighbours(unit(6, 4), k=3, backend="numpy")
-    save_neighbours(tmp_path / "train_a.npz", idx, sims)
-    loaded = load_split_neighbours(tmp_path, "train", ["a"])
+    store.save_neighbours("train_a", idx, sims)
+    loaded = RunStore(tmp_path).load_neighbours("train", ["a"])
     np.testing.assert_array_equal(loaded["a"][0], idx)
+    assert loaded["a"][0].dtype == np.int32 and loaded["a"][1].dtype == np.float32
     with pytest.raises(FileNotFoundError, match=r"no test neighbours for \['a'\]"):
-        load_split_neighbours(tmp_path, "test", ["a"])
+        store.load_neighbours("test", ["a"])

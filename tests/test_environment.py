@@ -8,7 +8,7 @@ import sys
 import tomllib
 import yaml
 
-from utils.paths import NOTEBOOKS, ROOT
+from utils.core.paths import NOTEBOOKS, ROOT
 
 # import name -> distribution name, where they differ
 DIST = {"sklearn": "scikit-learn", "PIL": "pillow", "yaml": "pyyaml", "faiss": "faiss-gpu", "cupyx": "cupy",

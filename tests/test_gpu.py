@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from utils.data import read_postings
-from utils.knn import available_backends, neighbours
-from utils.stacker import StackerConfig, lightgbm_has_cuda, make_classifier
+from utils.core.data import read_postings
+from utils.matching.knn import available_backends, neighbours
+from utils.matching.stacker import StackerConfig, lightgbm_has_cuda, make_classifier
 
 pytestmark = pytest.mark.gpu
 
@@ -67,7 +67,7 @@ def test_boosters_on_cuda_agree_with_cpu(model):
 
 def test_amp_image_training_on_cuda(tiny_demo, tmp_path):
     """Mixed precision with GradScaler trains on CUDA, and its checkpoint embeds alike on CUDA and CPU."""
-    from utils.training import TrainConfig, encode, fit, load_encoder
+    from utils.training.loop import TrainConfig, encode, fit, load_encoder
 
     df = read_postings(tiny_demo / "train.csv", require_labels=True)
     images = tiny_demo / "train_images"

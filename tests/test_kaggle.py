@@ -9,8 +9,9 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from utils import kaggle, pipeline
-from utils.paths import CONFIGS
+from utils.core.paths import CONFIGS
+from utils.run import kaggle, pipeline
+from utils.run.stages import NAMES
 
 REQUIRED = {"id", "title", "code_file", "language", "kernel_type", "is_private", "enable_gpu", "enable_internet",
             "dataset_sources", "competition_sources", "kernel_sources"}
@@ -23,7 +24,7 @@ def _params(nb_path: Path) -> dict:
 def test_build_writes_every_kernel_with_kaggle_paths(tmp_path):
     cfg = pipeline.load_config(CONFIGS / "shopee.yaml")
     kaggle.build(cfg, "shopee.yaml", tmp_path, user="tester")
-    kernels = [s for s in kaggle.READS if s in cfg["stages"]] + ["submit"]
+    kernels = [s for s in NAMES if s in cfg["stages"]] + ["submit"]
     for name in kernels:
         meta = json.loads((tmp_path / name / "kernel-metadata.json").read_text())
         assert set(meta) >= REQUIRED

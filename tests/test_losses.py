@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from utils.losses import ArcFaceLoss, CoSENTLoss, SoftmaxLoss, TripletLoss, make_loss
+from utils.training.losses import ArcFaceLoss, CoSENTLoss, SoftmaxLoss, TripletLoss, make_loss
 
 
 def arcface(margin=0.5, scale=10.0, easy=False):

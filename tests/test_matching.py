@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from utils.matching import (
+from utils.core.metric import row_scores, score
+from utils.matching.decide import (
     ModelThreshold,
     Thresholds,
     cap,
@@ -12,7 +13,6 @@ from utils.matching import (
     tune,
     tune_model,
 )
-from utils.metric import row_scores, score
 
 # 4 rows; labels: {0,1} and {2,3}. Row 3's nearest other is row 2 at 0.45.
 IDX = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0], [3, 2, 1]], dtype=np.int32)
@@ -100,11 +100,11 @@ def test_out_of_fold_tunes_on_other_folds():
     labels = np.repeat(np.arange(n_groups), size)
     emb = rng.standard_normal((n_groups, 16))[labels] + 0.3 * rng.standard_normal((len(labels), 16))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    from utils.knn import neighbours
+    from utils.matching.knn import neighbours
 
     idx, sims, _ = neighbours(emb.astype(np.float32), k=10, backend="numpy")
     folds = labels % 4
-    from utils import postprocess as pp
+    from utils.matching import postprocess as pp
 
     cfg = pp.PostConfig(models=["m"], phash_exact=False)
     f1, precision, recall = row_scores(pp.out_of_fold({"m": (idx, sims)}, {"m": None}, labels, folds, None, cfg),

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import score as score_cli
-from utils.metric import group_sizes, matches_from_lists, row_scores, score
+from utils.core import score as score_cli
+from utils.core.metric import group_sizes, matches_from_lists, row_scores, score
 
 
 def brute_force(pred: dict[str, list[str]], groups: dict[str, int]):

@@ -3,13 +3,13 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from utils import postprocess as pp
-from utils.blend import blend, neighbour_weights
-from utils.chisel import chisel, size_tail
-from utils.fusion import FUSIONS, fuse, to_neighbours
-from utils.matching import ModelThreshold, model_matches
-from utils.metric import score
-from utils.rules import Rule, apply_rules, brand, extract_attributes, model_codes, pair_status
+from utils.core.metric import score
+from utils.matching import postprocess as pp
+from utils.matching.blend import blend, neighbour_weights
+from utils.matching.chisel import chisel, size_tail
+from utils.matching.decide import ModelThreshold, model_matches
+from utils.matching.fusion import FUSIONS, fuse, to_neighbours
+from utils.matching.rules import Rule, apply_rules, brand, extract_attributes, model_codes, pair_status
 
 
 def as_sets(m):
@@ -96,9 +96,9 @@ def test_attributes_on_real_titles():
 
 
 def test_postprocess_recipe_on_real_titles(real_titles):
-    from utils.data import assign_folds, read_postings
-    from utils.embed import embed
-    from utils.knn import neighbours
+    from utils.core.data import assign_folds, read_postings
+    from utils.matching.embed import embed
+    from utils.matching.knn import neighbours
 
     df = read_postings(real_titles / "dev.csv", require_labels=True)
     labels = df["label_group"].to_numpy()

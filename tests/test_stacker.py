@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import stacker as st
-from utils.data import assign_folds, read_postings
-from utils.embed import embed
-from utils.knn import neighbours
-from utils.metric import score
+from utils.core.data import assign_folds, read_postings
+from utils.core.metric import score
+from utils.matching import stacker as st
+from utils.matching.embed import embed
+from utils.matching.knn import neighbours
 
 DF = pd.DataFrame({"title": ["Kopi Susu 250ml Kapal", "kopi susu 250 ml kapal", "Teh Hijau 500ml", "Teh Hijau 1L"],
                    "image_phash": ["ffffffffffffffff", "fffffffffffffff0", "0000000000000000", "0000000000000003"]})

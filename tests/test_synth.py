@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from utils.data import read_postings, require_images
+from utils.core.data import read_postings, require_images
+from utils.core.text import extract_quantities
 from utils.synth import __main__ as synth_cli
 from utils.synth.shopee import generate, group_sizes
-from utils.text import extract_quantities
 
 
 def test_group_size_distribution_like_shopee():

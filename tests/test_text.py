@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from utils.text import extract_quantities, normalize_title
+from utils.core.text import extract_quantities, normalize_title
 
 
 def kinds(title):

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.data import read_postings
-from utils.nn.encoders import ImageEncoder, TransformerTextEncoder, build_encoder
-from utils.nn.pooling import GeM
-from utils.training import TrainConfig, checkpoint_set, embed_split, encode, fit, load_encoder, train_cv
+from utils.core.data import read_postings
+from utils.core.store import RunStore, checkpoint_set
+from utils.training.loop import TrainConfig, embed_split, encode, fit, load_encoder, train_cv
+from utils.training.nn.encoders import ImageEncoder, TransformerTextEncoder, build_encoder
+from utils.training.nn.pooling import GeM
 
 
 def test_gem_between_average_and_max():
@@ -94,10 +95,12 @@ def test_train_cv_and_out_of_fold_embeddings(small_titles, tmp_path):
     assert len(result["history"]) == 2 and set(result["runs"]) == {"fold0", "fold1", "fold2", "full"}
     ckpts = checkpoint_set(tmp_path / "text")
     assert sorted(ckpts["folds"]) == [0, 1, 2] and ckpts["test"].parent.name == "full"
-    paths = embed_split(tmp_path / "text", "text_arcface", "train", small_titles, None, tmp_path / "emb")
+    store = RunStore(tmp_path / "run", "02_embed")
+    paths = embed_split(tmp_path / "text", "text_arcface", "train", small_titles, None, store)
+    assert [p.name for p in paths] == [f"train_text_arcface@fold{k}.npy" for k in range(3)]
     rows = np.concatenate([json.loads(p.with_suffix(".json").read_text())["fold_rows"] for p in paths])
     assert sorted(rows.tolist()) == list(range(len(small_titles)))  # every row in exactly one fold
-    test_paths = embed_split(tmp_path / "text", "text_arcface", "test", small_titles, None, tmp_path / "emb")
+    test_paths = embed_split(tmp_path / "text", "text_arcface", "test", small_titles, None, store)
     assert [p.name for p in test_paths] == ["test_text_arcface.npy"]
 
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.data import DataError
-from utils.paths import ROOT
+from utils.core.data import DataError
+from utils.core.paths import ROOT
 from utils.synth import market as mk
 from utils.valuation.depreciation import DepreciationHead, DirectHead
 from utils.valuation.dsca import DSCA
@@ -133,7 +133,7 @@ def test_read_listings_errors_name_column_and_lines(tmp_path):
 def test_real_datasets_map_onto_the_listings_format():
     import yaml
 
-    from utils.paths import CONFIGS
+    from utils.core.paths import CONFIGS
 
     for name, rows in (("cardekho", 301), ("mercari", 9991)):
         stage = yaml.safe_load((CONFIGS / f"valuation-{name}.yaml").read_text())["stages"]["06_hmgnet_valuation"]
@@ -169,8 +169,8 @@ def test_metrics_by_hand():
 
 
 def test_valuation_notebook_on_generated_market(tmp_path):
-    from utils import pipeline
-    from utils.paths import CONFIGS
+    from utils.core.paths import CONFIGS
+    from utils.run import pipeline
 
     data = tmp_path / "market"
     cfg = pipeline.load_config(CONFIGS / "valuation-synth.yaml", [
@@ -192,8 +192,8 @@ def test_valuation_notebook_on_generated_market(tmp_path):
 
 
 def test_valuation_notebook_on_cardekho_without_images(tmp_path):
-    from utils import pipeline
-    from utils.paths import CONFIGS
+    from utils.core.paths import CONFIGS
+    from utils.run import pipeline
 
     cfg = pipeline.load_config(CONFIGS / "valuation-cardekho.yaml", [
         f"run={tmp_path / 'run'}", "06_hmgnet_valuation.epochs=2", "06_hmgnet_valuation.seeds=[0, 1]",

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..io import write_csv, write_json
-from ..progress import progress
+from utils.core.io import write_csv, write_json
+from utils.core.progress import progress
 
 IMAGE_SIZE = 96
 

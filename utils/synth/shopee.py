@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..io import write_csv, write_json
-from ..progress import progress
+from utils.core.io import write_csv, write_json
+from utils.core.progress import progress
+
 from .catalog import ABBREVIATIONS, CATEGORIES, COLOURS, PROMO, Category, brand_name, escape_non_ascii, unit_spellings
 from .packshot import Look, render_packshot, seller_photo
 

@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ..progress import progress
+from utils.core.progress import progress
+
 from .structure import DEFAULT_DEFECTS, parse_claims
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def tokenize(texts: list[str], max_tokens: int = MAX_TOKENS) -> torch.Tensor:
     """WordLlama token ids (the offline tokenizer shipped in the wheel), padded with 0."""
     from tokenizers import Tokenizer
 
-    from ..embed import wordllama_files
+    from utils.core.weights import wordllama_files
 
     tok = Tokenizer.from_file(str(wordllama_files()[1]))
     ids = torch.zeros(len(texts), max_tokens, dtype=torch.long)

@@ -7,8 +7,9 @@ import copy
 import numpy as np
 import torch
 
-from ..progress import progress as progress_bar
-from ..training import warmup_scheduler
+from utils.core.progress import progress as progress_bar
+from utils.core.schedule import warmup_scheduler
+
 from .features import Inputs
 from .metrics import rmsle
 from .model import HMGConfig, HMGNet

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import DataError
+from utils.core.data import DataError
 
 log = logging.getLogger(__name__)
 TEXT_COLUMNS = ("title", "description", "category", "brand", "condition", "location", "image")

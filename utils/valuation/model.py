@@ -11,7 +11,8 @@ import torch
 from safetensors.numpy import load_file
 from torch import nn
 
-from ..embed import wordllama_files
+from utils.core.weights import wordllama_files
+
 from .depreciation import DepreciationHead, DirectHead
 from .dsca import DSCA
 from .features import Inputs

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from .io import write_npz
-from .progress import progress
+from utils.core.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -175,26 +173,6 @@ def neighbours(X, k: int = 50, backend: str = "auto", chunk: int = 2048) -> tupl
     norms = np.asarray(X.multiply(X).sum(axis=1)).ravel() if sp.issparse(X) else np.einsum("ij,ij->i", X, X)
     idx, sims = self_first(np.asarray(idx), np.asarray(sims), np.where(norms > 0, 1.0, 0.0).astype(np.float32))
     return idx, np.clip(sims, -1.0, 1.0), chosen
-
-
-def save_neighbours(path: str | Path, indices: np.ndarray, sims: np.ndarray) -> Path:
-    return write_npz(path, indices=indices.astype(np.int32), sims=sims.astype(np.float32))
-
-
-def load_neighbours(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as z:
-        return z["indices"], z["sims"]
-
-
-def load_split_neighbours(folder: str | Path, split: str,
-                          models: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Neighbours of `models` for one split (`<folder>/<split>_<model>.npz`); a clear error if one is missing."""
-    folder = Path(folder)
-    paths = {m: folder / f"{split}_{m}.npz" for m in models}
-    missing = sorted(m for m, p in paths.items() if not p.exists())
-    if missing:
-        raise FileNotFoundError(f"{folder}: no {split} neighbours for {missing}; run 02_embed and 03_knn with them")
-    return {m: load_neighbours(p) for m, p in paths.items()}
 
 
 def stitch_folds(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,7 @@
-"""Baseline embedders (TF-IDF word/char, offline WordLlama, pHash bits) and the embedding artifact.
+"""Baseline embedders (TF-IDF word/char, offline WordLlama, pHash bits).
 
-Every embedder maps a postings frame to L2-normalised rows: dense float32 (saved as `.npy`) or,
-for TF-IDF, sparse CSR (saved as `.npz`, since a dense 70,000 x 25,000 matrix would not fit).
-Each artifact has a `.json` sidecar naming the model, its dimension and its parameters.
+Every embedder maps a postings frame to L2-normalised rows: dense float32 or, for TF-IDF, sparse CSR
+(a dense 70,000 x 25,000 matrix would not fit); `utils.core.store.RunStore` writes them as artifacts.
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from .io import atomic_path, read_json, write_json, write_npy
-from .text import normalize_title
-
-Embedding = np.ndarray | sp.csr_matrix
+from utils.core.store import Embedding
+from utils.core.text import normalize_title
+from utils.core.weights import wordllama_files
 
 
 def tfidf(titles: pd.Series, analyzer: str = "word", ngram_min: int = 1, ngram_max: int = 1,
@@ -29,14 +27,6 @@ def tfidf(titles: pd.Series, analyzer: str = "word", ngram_min: int = 1, ngram_m
                           min_df=min_df, sublinear_tf=sublinear_tf, dtype=np.float32,
                           token_pattern=r"(?u)\b\w+\b" if analyzer == "word" else None)
     return vec.fit_transform(titles.map(normalize_title)).astype(np.float32).tocsr()
-
-
-def wordllama_files() -> tuple[Path, Path]:
-    """The static token table and tokenizer shipped inside the wordllama wheel."""
-    import wordllama
-
-    root = Path(wordllama.__file__).parent
-    return root / "weights" / "l2_supercat_256.safetensors", root / "tokenizers" / "l2_supercat_tokenizer_config.json"
 
 
 def load_wordllama(weights: str | Path | None = None, tokenizer: str | Path | None = None):
@@ -93,34 +83,6 @@ def embed(name: str, df: pd.DataFrame, **params) -> Embedding:
         raise KeyError(f"unknown embedding model {name!r}; choose from {sorted(EMBEDDERS)}")
     X = EMBEDDERS[name](df, **params)
     return normalize(X, copy=False) if sp.issparse(X) else normalize(X).astype(np.float32)
-
-
-def save_embedding(stem: str | Path, X: Embedding, meta: dict) -> Path:
-    """Write `<stem>.npy` (dense) or `<stem>.npz` (sparse CSR) and `<stem>.json`; returns the array path."""
-    stem = Path(stem)
-    if sp.issparse(X):
-        path = stem.with_suffix(".npz")
-        with atomic_path(path) as tmp:
-            sp.save_npz(tmp, sp.csr_matrix(X, dtype=np.float32))
-    else:
-        path = write_npy(stem.with_suffix(".npy"), np.ascontiguousarray(X, dtype=np.float32))
-    write_json(stem.with_suffix(".json"), {**meta, "rows": X.shape[0], "dim": X.shape[1],
-                                           "sparse": sp.issparse(X)})
-    return path
-
-
-def load_embedding(stem: str | Path) -> tuple[Embedding, dict]:
-    """Read an embedding written by `save_embedding` and its sidecar."""
-    stem = Path(stem)
-    meta = read_json(stem.with_suffix(".json"))
-    X = sp.load_npz(stem.with_suffix(".npz")).tocsr() if meta["sparse"] else np.load(stem.with_suffix(".npy"))
-    return X, meta
-
-
-def list_embeddings(folder: str | Path) -> list[Path]:
-    """Stems of the embedding artifacts in a folder (a sidecar with its .npy or .npz beside it)."""
-    return sorted(p.with_suffix("") for p in Path(folder).glob("*.json")
-                  if p.with_suffix(".npy").exists() or p.with_suffix(".npz").exists())
 
 
 def concat(parts: list[Embedding]) -> Embedding:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from .text import UNITS, extract_quantities, tokens
+from utils.core.text import UNITS, extract_quantities, tokens
 
 PROMO_WORDS = {"ready", "stock", "stok", "rdy", "original", "ori", "cod", "bisa", "promo", "murah", "termurah",
                "grosir", "best", "seller", "free", "gift", "new", "hot", "sale", "import", "lokal", "bayar",

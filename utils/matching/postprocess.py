@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import blend, matching
+from utils.core.metric import row_scores
+
+from . import blend
+from . import decide as matching
 from .chisel import chisel
 from .fusion import fuse
-from .metric import row_scores
 from .rules import DEFAULT_RULES, Rule, apply_rules, pair_status
 
 Neigh = dict[str, tuple[np.ndarray, np.ndarray]]

@@ -15,13 +15,14 @@ import scipy.sparse as sp
 from rapidfuzz.distance import Levenshtein
 from scipy.sparse.csgraph import connected_components
 
+from utils.core.metric import row_scores
+from utils.core.progress import progress
+from utils.core.text import tokens
+
+from .decide import DEFAULT_GRID, cap
 from .embed import phash_ints
 from .fusion import candidate_pairs, pair_similarity
-from .matching import DEFAULT_GRID, cap
-from .metric import row_scores
-from .progress import progress
 from .rules import attribute_status, brand, extract_attributes
-from .text import tokens
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def predict_pairs(clf, features: PairFeatures, rows: np.ndarray, cols: np.ndarra
 @dataclass
 class StackerConfig:
     model: str = "lightgbm"  # lightgbm | xgboost
-    n_estimators: int = 400
+    n_estimators: int = 300
     learning_rate: float = 0.05
     num_leaves: int = 31
     device: str = "auto"  # auto | cpu | cuda

@@ -18,14 +18,16 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from transformers import get_scheduler
 
-from .data import assign_folds
-from .knn import neighbours
+from utils.core.data import assign_folds
+from utils.core.progress import progress
+from utils.core.schedule import warmup_scheduler
+from utils.core.store import ArtifactName, RunStore, checkpoint_set
+from utils.matching.decide import DEFAULT_GRID, f1_curve
+from utils.matching.knn import neighbours
+
 from .losses import PAIR_LOSSES, make_loss
-from .matching import DEFAULT_GRID, f1_curve
 from .nn.encoders import build_encoder
-from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +101,6 @@ def image_transforms(data_config: dict, size: int, train: bool):
         return T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0)), T.RandomHorizontalFlip(),
                           T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), norm])
     return T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), norm])
-
-
-def warmup_scheduler(opt: torch.optim.Optimizer, schedule: str, warmup_steps: int,
-                     total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then `schedule` (linear, cosine or constant) over `total_steps`: transformers' schedulers,
-    stepped once per optimiser step."""
-    name = {"constant": "constant_with_warmup"}.get(schedule, schedule)
-    return get_scheduler(name, opt, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -280,29 +274,16 @@ def train_cv(cfg: TrainConfig, df: pd.DataFrame, images_dir, out_dir: str | Path
             "train_rows": runs["full"]["train_rows"], "val_rows": len(df), "runs": runs}
 
 
-def checkpoint_set(folder: str | Path) -> dict:
-    """Checkpoints under a model folder: {"test": path, "folds": {k: path}} (folds empty without CV)."""
-    folder = Path(folder)
-    folds = {int(p.parent.name.removeprefix("fold")): p for p in sorted(folder.glob("fold*/best.pt"))}
-    for test in (folder / "full" / "best.pt", folder / "best.pt"):
-        if test.is_file():
-            return {"test": test, "folds": folds}
-    raise FileNotFoundError(f"{folder}: no checkpoint (best.pt or full/best.pt); run 01_train_arcface first")
-
-
-def embed_split(folder: str | Path, name: str, split: str, df: pd.DataFrame, images_dir, out_dir: str | Path,
+def embed_split(folder: str | Path, name: str, split: str, df: pd.DataFrame, images_dir, store: RunStore,
                 batch_size: int = 128) -> list[Path]:
-    """Embed one split with a trained model folder; writes embedding artifacts, returns their paths.
+    """Embed one split with a trained model folder; writes embedding artifacts to the store, returns their paths.
 
     Test rows use the full (or single) model. Train rows use the fold models when there are some:
     `train_<name>@fold<k>` holds every row embedded by the model that did not see fold k, and its
     sidecar lists fold k's rows, whose neighbours `03_knn` stitches into `train_<name>`.
     Without fold models the train embedding is in-sample, which its sidecar says.
     """
-    from .embed import save_embedding
-
     ckpts = checkpoint_set(folder)
-    out_dir = Path(out_dir)
     encoder, cfg = load_encoder(ckpts["test"])
     if cfg.modality != "text" and images_dir is None:
         log.warning("%s: %s model skipped (dataset without images)", name, cfg.modality)
@@ -310,7 +291,7 @@ def embed_split(folder: str | Path, name: str, split: str, df: pd.DataFrame, ima
     if split == "test" or not ckpts["folds"]:
         X = encode(encoder, df, images_dir, cfg.image_size, batch_size, desc=f"{name} {split}")
         meta = {"model": name, "checkpoint": str(ckpts["test"]), "split": split, "in_sample": split == "train"}
-        return [save_embedding(out_dir / f"{split}_{name}", X, meta)]
+        return [store.save_embedding(ArtifactName(split, name), X, meta)]
     folds = assign_folds(df, cfg.n_folds, cfg.seed)
     paths = []
     for k, path in ckpts["folds"].items():
@@ -318,5 +299,5 @@ def embed_split(folder: str | Path, name: str, split: str, df: pd.DataFrame, ima
         X = encode(enc_k, df, images_dir, cfg_k.image_size, batch_size, desc=f"{name} fold {k}")
         meta = {"model": name, "checkpoint": str(path), "split": split, "oof_fold": k,
                 "fold_rows": np.flatnonzero(folds == k).tolist()}
-        paths.append(save_embedding(out_dir / f"{split}_{name}@fold{k}", X, meta))
+        paths.append(store.save_embedding(ArtifactName(split, name, k), X, meta))
     return paths

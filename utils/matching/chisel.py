@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .metric import group_sizes
+from utils.core.metric import group_sizes
 
 MAX_SIZE = 50
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .metric import group_sizes, row_scores, weighted_f1
+from utils.core.metric import group_sizes, row_scores, weighted_f1
 
 DEFAULT_GRID = np.round(np.arange(0.10, 1.0001, 0.01), 2)
 

@@ -54,7 +54,8 @@ def read_submission(path: str | Path, posting_ids: np.ndarray) -> sp.csr_matrix:
     unknown = [p for p in sub["posting_id"] if p not in index]
     if unknown:
         raise DataError(f"{path}: {len(unknown)} posting_id(s) not in the data, e.g. {unknown[:5]}")
-    absent = [p for p in posting_ids if p not in set(sub["posting_id"])]
+    present = set(sub["posting_id"])
+    absent = [p for p in posting_ids if p not in present]
     if absent:
         raise DataError(f"{path}: {len(absent)} data row(s) missing from the submission, e.g. {absent[:5]}")
 

@@ -71,7 +71,7 @@ class WordLlamaEncoder(nn.Module):
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
-        from ..embed import wordllama_files
+        from utils.core.weights import wordllama_files
 
         default_w, default_t = wordllama_files()
         table = torch.from_numpy(load_file(str(weights or default_w))["embedding.weight"].astype("float32"))

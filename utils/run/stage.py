@@ -10,7 +10,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from .io import write_json
+from utils.core.io import write_json
 
 _PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "faiss-cpu", "wordllama", "papermill", "torch", "timm",
              "lightgbm", "xgboost", "cuml", "cudf")
@@ -20,13 +20,6 @@ def setup_logging() -> None:
     """Log INFO lines of `utils` (backend choices, warnings) into the notebook output."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     logging.getLogger("utils").setLevel(logging.INFO)
-
-
-def stage_dir(run_dir: str | Path, stage: str) -> Path:
-    """`<run_dir>/<stage>/`, created."""
-    d = Path(run_dir) / stage
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 def versions() -> dict[str, str]:

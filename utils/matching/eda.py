@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .text import extract_quantities, tokens  # noqa: E402
+from utils.core.text import extract_quantities, tokens  # noqa: E402
 
 
 def phash_collisions(df: pd.DataFrame) -> dict[str, float]:

@@ -1,0 +1,165 @@
+"""The run layer: one stage table, schemas as the single source of defaults, validated configs, a cache that
+is never stale, atomic stages and one pipeline per run folder."""
+
+import ast
+import json
+import shutil
+
+import papermill as pm
+import pytest
+import yaml
+
+from utils.core.paths import CONFIGS, ROOT
+from utils.run import cache, params, pipeline
+from utils.run.cache import RunLocked, run_lock
+from utils.run.params import ConfigError
+from utils.run.stages import BY_NAME, NAMES, STAGES, markdown_table
+
+
+def test_stage_table_covers_every_notebook_and_reads_only_earlier_stages():
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == sorted(NAMES)
+    for i, s in enumerate(STAGES):
+        assert s.notebook.exists() and set(s.reads) <= set(NAMES[:i])
+    assert markdown_table() in (ROOT / "README.md").read_text(encoding="utf-8")  # the README shows this table
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_defaults_equal_the_schema(name):
+    declared = pm.inspect_notebook(str(BY_NAME[name].notebook))
+    defaults = params.defaults(name)
+    assert sorted(declared) == sorted(defaults), "notebook parameters and schema fields differ"
+    for key, p in declared.items():
+        assert ast.literal_eval(p["default"]) == defaults[key], f"{name}.{key}: notebook default differs"
+
+
+def test_code_configs_share_the_schema_defaults():
+    from utils.matching.stacker import StackerConfig
+
+    assert params.defaults("05_stacker")["n_estimators"] == StackerConfig().n_estimators
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = "run: x\ndata: {train_csv: a.csv, test_csv: b.csv}\nstages:\n  03_knn: {k: 10}\n"
+
+
+@pytest.mark.parametrize("text, overrides, culprit", [
+    (BASE.replace("train_csv", "train_cvs"), [], "train_cvs"),
+    (BASE + "paramz: {seed: 1}\n", [], "paramz"),
+    (BASE, ["kk=5"], "'kk'"),
+    (BASE, ["03_knn.kk=5"], "kk"),
+    (BASE, ["03_knn.k=abc"], "03_knn.k"),
+    (BASE, ["03_knn.k=1"], "k must be at least 2"),
+    (BASE, ["03_knn.backend=annoy"], "backend"),
+    (BASE + "  04_postprocess: {min2: maybe}\n", [], "04_postprocess.min2"),
+    (BASE + "  04_postprocess: {inb: {rounds: 1, threshold: 2.0}}\n", [], "inb.threshold"),
+    (BASE + "  04_postprocess: {inb: {round: 1}}\n", [], "round"),
+    (BASE + "  01_train_arcface: {models: {text: {modality: text, epochz: 3}}}\n", [], "epochz"),
+    (BASE + "  01_train_arcface: {models: {text: {schedule: wavy}}}\n", [], "schedule"),
+    (BASE, ["99_magic.k=3"], "99_magic"),
+    ("run: x\ndata: {}\nstages: {99_magic: {}}\n", [], "99_magic"),
+    ("run: [x\n", [], "not valid YAML"),
+    ("", [], "a config is a mapping"),
+])
+def test_config_errors_name_the_culprit(tmp_path, text, overrides, culprit):
+    with pytest.raises(ConfigError) as e:
+        pipeline.load_config(write_config(tmp_path, text), overrides)
+    assert culprit in str(e.value)
+
+
+def test_valid_overrides_are_applied(tmp_path):
+    cfg = pipeline.load_config(CONFIGS / "demo.yaml", ["03_knn.k=7", "data.images=false", "seed=4"])
+    assert cfg["stages"]["03_knn"]["k"] == 7 and cfg["data"]["images"] is False and cfg["params"]["seed"] == 4
+    for path in sorted(CONFIGS.glob("*.yaml")):  # every shipped config validates
+        pipeline.load_config(path)
+
+
+def test_missing_required_data_path_is_an_error_not_the_demo_default(tmp_path):
+    path = write_config(tmp_path, "run: x\ndata: {test_csv: b.csv}\nstages: {04_postprocess: {}}\n")
+    cfg = pipeline.load_config(path)
+    with pytest.raises(ConfigError, match="data.train_csv is not set"):
+        pipeline.stage_parameters(cfg, "04_postprocess", tmp_path)
+    cfg["data"]["train_csv"] = "a.csv"
+    assert pipeline.stage_parameters(cfg, "04_postprocess", tmp_path)["test_labels_csv"] == ""  # optional
+
+
+def test_sources_followed_through_imports():
+    files = {p.relative_to(ROOT).as_posix() for p in cache.notebook_sources(BY_NAME["05_stacker"].notebook)}
+    assert {"utils/matching/stacker.py", "utils/matching/decide.py", "utils/core/metric.py",
+            "utils/core/store.py", "utils/core/paths.py"} <= files
+    assert not any(f.startswith("utils/valuation/") for f in files)
+
+
+def test_editing_an_imported_module_changes_the_fingerprint(tmp_path, monkeypatch):
+    fake = tmp_path / "root"
+    (fake / "utils" / "core").mkdir(parents=True)
+    for rel in ("utils/__init__.py", "utils/core/__init__.py"):
+        (fake / rel).write_text("")
+    (fake / "utils/core/a.py").write_text("from .b import f\n")
+    (fake / "utils/core/b.py").write_text("def f():\n    return 1\n")
+    nb = fake / "nb.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["from utils.core.a import f\n"]}]}))
+    monkeypatch.setattr(cache, "ROOT", fake)
+    cache._closure.cache_clear()
+    before = cache.fingerprint(nb, {"k": 1}, {})
+    (fake / "utils/core/b.py").write_text("def f():\n    return 2\n")
+    cache._closure.cache_clear()
+    assert cache.fingerprint(nb, {"k": 1}, {}) != before
+    assert cache.fingerprint(nb, {"k": 1}, {"03_knn": "other run"}) != cache.fingerprint(nb, {"k": 1}, {})
+    cache._closure.cache_clear()
+
+
+def test_a_second_pipeline_on_the_same_run_is_refused(tmp_path):
+    with run_lock(tmp_path / "run"), pytest.raises(RunLocked, match="in use by another pipeline"):
+        with run_lock(tmp_path / "run"):
+            pass
+    with run_lock(tmp_path / "run"):  # released after the first run ends
+        pass
+
+
+def text_chain(data_dir, run_dir, **stages):
+    cfg = {"run": str(run_dir), "params": {"seed": 0},
+           "data": {"train_csv": str(data_dir / "train.csv"), "test_csv": str(data_dir / "test.csv"),
+                    "test_labels_csv": str(data_dir / "test_solution.csv"), "images": False},
+           "stages": {"02_embed": {"models": ["tfidf_word", "tfidf_char"]}, "03_knn": {"k": 20},
+                      "04_postprocess": {"models": ["tfidf_word", "tfidf_char"], "n_folds": 3, "ablation": False}}}
+    for name, values in stages.items():
+        cfg["stages"][name] = {**cfg["stages"][name], **values}
+    return cfg
+
+
+def statuses(rows):
+    return {r["stage"]: r["status"] for r in rows}
+
+
+def test_cache_atomic_stages_and_failures(tiny_demo, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = text_chain(tiny_demo, run_dir)
+    assert set(statuses(pipeline.run(cfg)).values()) == {"ran"}
+    # 03's k changed, 03 re-run alone: 04 is then stale and re-runs on the next call, though its own inputs did not
+    cfg12 = text_chain(tiny_demo, run_dir, **{"03_knn": {"k": 12}})
+    assert statuses(pipeline.run(cfg12, stages=["03_knn"])) == {"03_knn": "ran"}
+    assert statuses(pipeline.run(cfg12, stages=["04_postprocess"])) == {"04_postprocess": "ran"}
+    assert set(statuses(pipeline.run(cfg12)).values()) == {"cached"}
+    # a failing re-run keeps the last good outputs and says so
+    good = (run_dir / "04_postprocess" / "thresholds.json").read_text()
+    broken = text_chain(tiny_demo, run_dir, **{"03_knn": {"k": 12}, "04_postprocess": {"models": ["wordllama"]}})
+    with pytest.raises(pipeline.StageFailed) as e:
+        pipeline.run(broken, stages=["04_postprocess"])
+    assert "last good outputs" in str(e.value) and "04_postprocess.failed.ipynb" in str(e.value)
+    assert (run_dir / "04_postprocess" / "thresholds.json").read_text() == good
+    assert (run_dir / "notebooks" / "04_postprocess.failed.ipynb").exists()
+    assert not (run_dir / ".staging" / "04_postprocess").exists()
+    assert statuses(pipeline.run(cfg12, stages=["04_postprocess"])) == {"04_postprocess": "cached"}
+    assert (run_dir / "submission.csv").exists()
+    shutil.rmtree(run_dir / "03_knn")  # a missing upstream output makes the stages below it stale too
+    assert statuses(pipeline.run(cfg12)) == {"02_embed": "cached", "03_knn": "ran", "04_postprocess": "ran"}
+
+
+def test_configs_parse_as_yaml_mappings():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        assert isinstance(yaml.safe_load(path.read_text()), dict)

@@ -1,0 +1,185 @@
+"""The run store: the one place where the artifact paths of a run are built and parsed.
+
+A run folder holds one sub-folder per stage (`<run_dir>/<stage>/`). The matching artifacts are named
+`<split>_<model>` (`train_tfidf_char`), and an out-of-fold part of a cross-validated model
+`<split>_<model>@fold<k>`: `ArtifactName` builds and parses these names, `RunStore` reads and writes the
+files (embeddings, neighbours, thresholds, submissions, checkpoints). A stage being executed may write
+into a staging folder (`out_dir`), which the pipeline swaps in only when the stage succeeds.
+
+    store = RunStore("outputs/runs/demo", stage="03_knn", out_dir=None)
+    for name in store.embeddings():
+        X, meta = store.load_embedding(name)
+        store.save_neighbours(name, idx, sims)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .io import atomic_path, read_json, write_json, write_npy, write_npz
+from .paths import EDA, EMBED, KNN, POSTPROCESS, STACKER, TRAIN, VALUATION  # noqa: F401  (re-exported for notebooks)
+
+SPLITS = ("train", "test")
+_NAME = re.compile(r"^(?P<split>train|test)_(?P<model>[^@/]+?)(?:@fold(?P<fold>\d+))?$")
+
+Embedding = np.ndarray | sp.csr_matrix
+
+
+@dataclass(frozen=True)
+class ArtifactName:
+    """`<split>_<model>[@fold<k>]`: one split's artifact of one model (`fold`: an out-of-fold part)."""
+
+    split: str
+    model: str
+    fold: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if not self.model or "@" in self.model or "/" in self.model:
+            raise ValueError(f"bad model name {self.model!r} (no '@' or '/')")
+
+    @property
+    def stem(self) -> str:
+        return f"{self.split}_{self.model}" + ("" if self.fold is None else f"@fold{self.fold}")
+
+    @property
+    def whole(self) -> ArtifactName:
+        """The name without its fold: what the fold parts are stitched into."""
+        return ArtifactName(self.split, self.model)
+
+    @classmethod
+    def parse(cls, stem: str) -> ArtifactName:
+        m = _NAME.match(stem)
+        if not m:
+            raise ValueError(f"{stem!r} is not an artifact name (<split>_<model>[@fold<k>])")
+        fold = m.group("fold")
+        return cls(m.group("split"), m.group("model"), None if fold is None else int(fold))
+
+
+def _name(name: ArtifactName | str) -> ArtifactName:
+    return name if isinstance(name, ArtifactName) else ArtifactName.parse(name)
+
+
+class RunStore:
+    """Typed access to one run folder. `stage` with `out_dir`: where the stage being run writes."""
+
+    def __init__(self, run_dir: str | Path, stage: str | None = None, out_dir: str | Path | None = None):
+        self.run_dir = Path(run_dir)
+        self.stage = stage
+        self._out = Path(out_dir) if out_dir else None
+
+    def dir(self, stage: str) -> Path:
+        """A stage's folder: the staging folder for the stage being run, else `<run_dir>/<stage>/`."""
+        return self._out if stage == self.stage and self._out is not None else self.run_dir / stage
+
+    @property
+    def out(self) -> Path:
+        """The folder the running stage writes to, created."""
+        if self.stage is None:
+            raise ValueError("RunStore(run_dir) without a stage writes nowhere; pass stage=")
+        d = self.dir(self.stage)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _existing(self, stage: str) -> Path:
+        d = self.dir(stage)
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: no outputs of {stage}; run that stage first")
+        return d
+
+    # embeddings (02_embed): <split>_<model>.npy (dense) or .npz (sparse CSR), with a .json sidecar
+    def embeddings(self, split: str | None = None) -> list[ArtifactName]:
+        """Every embedding artifact written by 02_embed (a sidecar with its array beside it)."""
+        folder = self._existing(EMBED)
+        stems = sorted(p.with_suffix("") for p in folder.glob("*.json")
+                       if p.with_suffix(".npy").exists() or p.with_suffix(".npz").exists())
+        names = [ArtifactName.parse(s.name) for s in stems]
+        return [n for n in names if split is None or n.split == split]
+
+    def has_embedding(self, name: ArtifactName | str) -> bool:
+        return (self.dir(EMBED) / f"{_name(name).stem}.json").exists()
+
+    def save_embedding(self, name: ArtifactName | str, X: Embedding, meta: dict) -> Path:
+        """Write the array (`.npy` dense, `.npz` sparse CSR, float32) and its sidecar; returns the array path."""
+        stem = self.dir(EMBED) / _name(name).stem
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        if sp.issparse(X):
+            path = stem.with_suffix(".npz")
+            with atomic_path(path) as tmp:
+                sp.save_npz(tmp, sp.csr_matrix(X, dtype=np.float32))
+        else:
+            path = write_npy(stem.with_suffix(".npy"), np.ascontiguousarray(X, dtype=np.float32))
+        write_json(stem.with_suffix(".json"), {**meta, "rows": X.shape[0], "dim": X.shape[1],
+                                               "sparse": sp.issparse(X)})
+        return path
+
+    def load_embedding(self, name: ArtifactName | str) -> tuple[Embedding, dict]:
+        stem = self.dir(EMBED) / _name(name).stem
+        if not stem.with_suffix(".json").exists():
+            raise FileNotFoundError(f"{stem}.json: no embedding {_name(name).stem}; run 02_embed with that model")
+        meta = read_json(stem.with_suffix(".json"))
+        X = sp.load_npz(stem.with_suffix(".npz")).tocsr() if meta["sparse"] else np.load(stem.with_suffix(".npy"))
+        return X, meta
+
+    def split_embeddings(self, split: str, models: list[str]) -> dict[str, tuple[Embedding, dict]]:
+        """The whole-split embeddings of those `models` that have one (cross-validated models have fold parts)."""
+        names = [ArtifactName(split, m) for m in models]
+        return {n.model: self.load_embedding(n) for n in names if self.has_embedding(n)}
+
+    # neighbours (03_knn): <split>_<model>.npz with indices int32 [N, K] and sims float32 [N, K]
+    def save_neighbours(self, name: ArtifactName | str, indices: np.ndarray, sims: np.ndarray) -> Path:
+        path = self.dir(KNN) / f"{_name(name).stem}.npz"
+        return write_npz(path, indices=indices.astype(np.int32), sims=sims.astype(np.float32))
+
+    def load_neighbours(self, split: str, models: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Neighbours of `models` for one split; a clear error naming the missing ones."""
+        folder = self.dir(KNN)
+        paths = {m: folder / f"{ArtifactName(split, m).stem}.npz" for m in models}
+        missing = sorted(m for m, p in paths.items() if not p.exists())
+        if missing:
+            raise FileNotFoundError(f"{folder}: no {split} neighbours for {missing}; run 02_embed and 03_knn with them")
+        out = {}
+        for m, p in paths.items():
+            with np.load(p) as z:
+                out[m] = (z["indices"], z["sims"])
+        return out
+
+    # 04_postprocess's tuned thresholds, read by 05_stacker
+    def write_thresholds(self, thresholds: dict) -> Path:
+        return write_json(self.dir(POSTPROCESS) / "thresholds.json", thresholds)
+
+    def thresholds(self) -> dict:
+        """04's tuned thresholds; {} when 04 is not part of the run."""
+        path = self.dir(POSTPROCESS) / "thresholds.json"
+        return read_json(path) if path.exists() else {}
+
+    def metrics(self, stage: str) -> dict:
+        """A stage's metrics.json; {} when the stage has not run."""
+        path = self.dir(stage) / "metrics.json"
+        return read_json(path) if path.exists() else {}
+
+    def submission_path(self, stage: str | None = None) -> Path:
+        """A stage's `submission.csv`, or the run's published one (`stage=None`)."""
+        return (self.dir(stage) if stage else self.run_dir) / "submission.csv"
+
+    # checkpoints (01_train_arcface): <model>/best.pt, or <model>/fold<k>/best.pt and <model>/full/best.pt with cv
+    def checkpoint_dir(self, model: str, fold: int | str | None = None) -> Path:
+        """Where a model's checkpoints go: `fold` an int (fold model), "full" (all rows) or None (single)."""
+        d = self.dir(TRAIN) / model
+        return d if fold is None else d / (fold if fold == "full" else f"fold{int(fold)}")
+
+
+def checkpoint_set(folder: str | Path) -> dict:
+    """Checkpoints under a model folder: {"test": path, "folds": {k: path}} (folds empty without CV)."""
+    folder = Path(folder)
+    folds = {int(p.parent.name.removeprefix("fold")): p for p in sorted(folder.glob("fold*/best.pt"))}
+    for test in (folder / "full" / "best.pt", folder / "best.pt"):
+        if test.is_file():
+            return {"test": test, "folds": folds}
+    raise FileNotFoundError(f"{folder}: no checkpoint (best.pt or full/best.pt); run 01_train_arcface first")

@@ -1,0 +1,239 @@
+"""Benchmarks that print figures: `python -m utils.bench knn [--n 70000 --d 512 --k 50]`, `stacker`,
+and `inference` (the whole chain on ~70,000 synthetic test rows, per-stage time and peak memory).
+
+Each backend runs in a fresh subprocess so that its peak memory (max RSS) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def random_unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def knn_one(backend: str, n: int, d: int, k: int, chunk: int) -> dict:
+    """Time one backend on random unit vectors (run inside its own process)."""
+    import psutil
+
+    from utils.matching.knn import neighbours
+
+    X = random_unit_vectors(n, d)
+    data_mb = psutil.Process().memory_info().rss / 2**20
+    t0 = time.perf_counter()
+    idx, sims, used = neighbours(X, k=k, backend=backend, chunk=chunk)
+    seconds = time.perf_counter() - t0
+    return {"backend": used, "n": n, "d": d, "k": k, "chunk": chunk, "seconds": round(seconds, 2),
+            "peak_rss_mb": round(_peak_rss_mb(), 1), "peak_over_data_mb": round(_peak_rss_mb() - data_mb, 1),
+            "self_first": bool((idx[:, 0] == np.arange(n)).all())}
+
+
+def bench_knn(n: int, d: int, k: int, chunk: int, backends: list[str]) -> list[dict]:
+    rows = []
+    for b in backends:
+        cmd = [sys.executable, "-m", "utils.bench", "knn-one", "--backend", b, "--n", str(n), "--d", str(d),
+               "--k", str(k), "--chunk", str(chunk)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            rows.append({"backend": b, "error": proc.stderr.strip().splitlines()[-1]})
+        else:
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def bench_stacker(n: int, k: int, d: int = 64, seed: int = 0) -> dict:
+    """Feature building and prediction time per million candidate pairs on clustered random data."""
+    import lightgbm  # noqa: F401  (imported before timing)
+    import pandas as pd
+
+    from utils.matching import stacker as st
+    from utils.matching.knn import neighbours
+
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, n // 3, size=n)
+    centres = random_unit_vectors(n // 3, d, seed)
+    vocab = np.array([f"w{i}" for i in range(5000)])
+    titles = [" ".join(rng.choice(vocab, size=8)) + f" {rng.integers(1, 500)}ml" for _ in range(n)]
+    df = pd.DataFrame({"title": titles, "image_phash": [f"{x:016x}" for x in rng.integers(0, 2**63, size=n)]})
+    emb, neigh = {}, {}
+    for m in ("a", "b"):
+        x = centres[groups] + 0.6 * rng.standard_normal((n, d)).astype(np.float32)
+        emb[m] = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        neigh[m] = neighbours(emb[m], k=k, backend="faiss-cpu")[:2]
+    t0 = time.perf_counter()
+    rows, cols = st.candidates(neigh, k)
+    X = st.build_features(neigh, rows, cols, df, emb)
+    t_feat = time.perf_counter() - t0
+    y = (groups[rows] == groups[cols]).astype(int)
+    clf = st.make_classifier(st.StackerConfig(n_estimators=200, device="cpu")).fit(X, y)
+    t0 = time.perf_counter()
+    clf.predict_proba(X)
+    t_pred = time.perf_counter() - t0
+    million = len(rows) / 1e6
+    return {"rows": n, "k": k, "pairs": len(rows), "features": X.shape[1],
+            "feature_seconds_per_million_pairs": round(t_feat / million, 2),
+            "predict_seconds_per_million_pairs": round(t_pred / million, 2), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
+def bench_inference(config: str, overrides: list[str], limit_mb: float, stages: list[str] | None = None) -> dict:
+    """Run a scale config's chain (data generated first if missing); per-stage seconds and peak memory.
+
+    Every stage runs in its own notebook kernel and records its peak RSS in metrics.json, so the
+    figures are per stage; the pipeline itself holds no data. The result file is rewritten after each
+    stage and keeps the figures of stages not re-run, so `--stages` re-times part of the chain.
+    """
+    from utils.core.io import read_json, write_json
+    from utils.core.paths import OUTPUTS, RUNS
+
+    from .pipeline import ensure_data, load_config, run
+
+    cfg = load_config(config, overrides)
+    path = OUTPUTS / "bench" / f"inference-{cfg['run']}.json"
+    previous = read_json(path) if path.exists() else {}
+    by_stage = {s["stage"]: s for s in previous.get("stages", [])}
+    t0 = time.perf_counter()
+    ensure_data(cfg["data"])
+    gen_seconds = round(time.perf_counter() - t0, 1)
+    run_dir = RUNS / cfg["run"]
+    result: dict = {}
+    for stage in stages or list(cfg["stages"]):
+        (r,) = run(cfg, [stage], force=True)
+        m = read_json(run_dir / stage / "metrics.json")
+        by_stage[stage] = {"stage": stage, "seconds": r["seconds"], "peak_rss_mb": m.get("peak_rss_mb"),
+                           "metric": r["metric"], "value": r["value"], "measured": time.strftime("%Y-%m-%d %H:%M")}
+        result = _inference_summary(config, run_dir, [by_stage[s] for s in cfg["stages"] if s in by_stage],
+                                    gen_seconds, limit_mb)
+        write_json(path, result)
+    return result
+
+
+def _inference_summary(config: str, run_dir: Path, stages: list[dict], gen_seconds: float, limit_mb: float) -> dict:
+    """Totals over the recorded stages: inference seconds (02 onwards) and the peak RSS of any stage."""
+    inference = [s for s in stages if s["stage"] not in ("00_eda", "01_train_arcface")]
+    submission = run_dir / "submission.csv"
+    test_rows = None
+    if submission.exists():
+        with open(submission, encoding="utf-8") as f:
+            test_rows = sum(1 for _ in f) - 1
+    peak = max(s["peak_rss_mb"] for s in stages)
+    return {"config": config, "test_rows": test_rows, "data_generation_seconds": gen_seconds,
+            "stages": stages, "inference_seconds": round(sum(s["seconds"] for s in inference), 1),
+            "peak_rss_mb": peak, "limit_mb": limit_mb, "within_limit": peak <= limit_mb}
+
+
+def bench_score(n: int, seed: int = 0) -> dict:
+    """`python -m utils.score` end to end on an `n`-row labelled file and a submission of up to 10 matches a row."""
+    import tempfile
+
+    import pandas as pd
+
+    from utils.core.score import main as score_main
+
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"p{i}" for i in range(n)])
+    labels = rng.integers(0, max(1, n // 4), n)
+    frame = pd.DataFrame({"posting_id": ids, "image": [f"{i}.jpg" for i in ids], "image_phash": "f" * 16,
+                          "title": "item", "label_group": labels})
+    order = np.argsort(labels, kind="stable")  # rows of a group are adjacent: predict a window around each row
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = np.arange(n)
+    window = [" ".join(dict.fromkeys([ids[i], *ids[order[max(0, pos[i] - 4):pos[i] + 5]]])) for i in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        data, sub = Path(tmp) / "data.csv", Path(tmp) / "sub.csv"
+        frame.to_csv(data, index=False)
+        pd.DataFrame({"posting_id": ids, "matches": window}).to_csv(sub, index=False)
+        t0 = time.perf_counter()
+        rc = score_main(["--data", str(data), "--submission", str(sub)])
+        seconds = time.perf_counter() - t0
+    return {"rows": n, "seconds": round(seconds, 2), "exit_code": rc}
+
+
+def _print_inference(r: dict) -> None:
+    rows = f"{r['test_rows']:,}" if r["test_rows"] else "?"
+    print(f"\ninference chain on {rows} test rows ({r['config']}); data generation "
+          f"{r['data_generation_seconds']:.0f} s (skipped when the data existed)")
+    print(f"{'stage':<20}{'seconds':>10}{'peak RSS MB':>14}  {'measured':<18}key metric")
+    for s in r["stages"]:
+        metric = f"{s['metric']} = {s['value']}" if s["metric"] else ""
+        measured = s.get("measured", "")[:16]
+        print(f"{s['stage']:<20}{s['seconds']:>10.1f}{s['peak_rss_mb']:>14.0f}  {measured:<18}{metric}")
+    verdict = "within" if r["within_limit"] else "OVER"
+    print(f"inference stages (02-05): {r['inference_seconds']:.0f} s; peak of any stage {r['peak_rss_mb']:.0f} MB, "
+          f"{verdict} the {r['limit_mb']:.0f} MB limit")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from utils.matching.knn import available_backends
+
+    ap = argparse.ArgumentParser(prog="python -m utils.bench")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("knn", "knn-one"):
+        p = sub.add_parser(name)
+        p.add_argument("--n", type=int, default=70_000, help="rows (the hidden Shopee test has ~70,000)")
+        p.add_argument("--d", type=int, default=512, help="embedding dimension")
+        p.add_argument("--k", type=int, default=50, help="neighbours per row")
+        p.add_argument("--chunk", type=int, default=2048, help="query rows per chunk")
+        if name == "knn":
+            p.add_argument("--backends", default=",".join(b for b in available_backends()),
+                           help="comma-separated backends (default: all available here)")
+        else:
+            p.add_argument("--backend", required=True)
+    p = sub.add_parser("stacker", help="stacker feature building and prediction per million candidate pairs")
+    p.add_argument("--n", type=int, default=20_000, help="rows (pairs are about n * 2k)")
+    p.add_argument("--k", type=int, default=50, help="neighbours per row and model")
+    p = sub.add_parser("score", help="the command-line scorer on a large data / submission pair")
+    p.add_argument("--n", type=int, default=200_000, help="rows of the data and the submission")
+    p = sub.add_parser("inference", help="the chain on ~70,000 synthetic test rows: stage times and peak memory")
+    p.add_argument("--config", default="configs/scale-70k.yaml", help="scale config (data generated if missing)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, as in pipeline")
+    p.add_argument("--limit-mb", type=float, default=8192, help="memory limit the peak is checked against")
+    p.add_argument("--stages", help="comma-separated subset, e.g. 02_embed,03_knn,04_postprocess,05_stacker "
+                                    "(re-times inference when the training stage's output exists)")
+    args = ap.parse_args(argv)
+    if args.cmd == "inference":
+        r = bench_inference(args.config, args.set, args.limit_mb, args.stages.split(",") if args.stages else None)
+        _print_inference(r)
+        return 0 if r["within_limit"] else 1
+    if args.cmd == "score":
+        r = bench_score(args.n)
+        print(json.dumps(r))
+        return r["exit_code"]
+    if args.cmd == "stacker":
+        r = bench_stacker(args.n, args.k)
+        print(json.dumps(r))
+        print(f"\nstacker on {r['pairs']:,} candidate pairs ({r['features']} features, CPU): "
+              f"features {r['feature_seconds_per_million_pairs']} s per million pairs, prediction "
+              f"{r['predict_seconds_per_million_pairs']} s per million pairs, peak RSS {r['peak_rss_mb']:.0f} MB")
+        return 0
+    if args.cmd == "knn-one":
+        print(json.dumps(knn_one(args.backend, args.n, args.d, args.k, args.chunk)))
+        return 0
+    rows = bench_knn(args.n, args.d, args.k, args.chunk, args.backends.split(","))
+    print(f"\nKNN on {args.n:,} random unit vectors, d={args.d}, K={args.k}, chunk={args.chunk}")
+    print(f"{'backend':<12}{'seconds':>10}{'peak RSS MB':>14}{'over data MB':>14}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['backend']:<12}  failed: {r['error']}")
+        else:
+            print(f"{r['backend']:<12}{r['seconds']:>10.1f}{r['peak_rss_mb']:>14.0f}{r['peak_over_data_mb']:>14.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Run the notebook chain with papermill: `python -m utils.pipeline run --config configs/demo.yaml`.
+
+The chain is the stage table (`utils.run.stages`); a config's `data` section gives every stage its input
+paths and `stages` its parameters, validated against the stages' schemas (`utils.run.params`) before
+anything runs. A stage is skipped when its fingerprint (`utils.run.cache`) is unchanged. Each stage runs
+into a staging folder that replaces `<run_dir>/<stage>/` only on success, so a failure keeps the last good
+outputs; one pipeline at a time holds a run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import papermill as pm
+import yaml
+
+from utils.core.io import read_json, write_json
+from utils.core.paths import ROOT, RUNS
+from utils.core.progress import ENV as PROGRESS_ENV
+
+from . import params as schemas
+from .cache import RunLocked, fingerprint, run_lock
+from .params import ConfigError
+from .stages import NAMES, markdown_table, stage
+
+TOP_KEYS = ("run", "data", "params", "stages", "kaggle")
+# data keys that are paths (resolved against the project root) and passed to the stages declaring them
+PATH_KEYS = ("train_csv", "test_csv", "test_labels_csv", "train_images", "test_images", "reference_csv")
+DATA_KEYS = (*PATH_KEYS, "images", "generate", "public_test")
+# paths a stage may run without ("" then): labels for scoring, the EDA's reference, images of a text-only set
+OPTIONAL_PATHS = ("test_labels_csv", "reference_csv", "train_images", "test_images")
+STAMP = ".fingerprint.json"
+STAGING = ".staging"
+
+
+class StageFailed(RuntimeError):
+    """A notebook cell raised; the message names the stage, the cell and the executed notebook."""
+
+
+def _resolve(value: str | None) -> str:
+    if not value:
+        return ""
+    p = Path(value)
+    return str(p if p.is_absolute() else (ROOT / p).resolve())
+
+
+def _unknown(where: str, given, valid) -> None:
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(valid)}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config is a mapping with keys {list(TOP_KEYS[:4])}, got {type(cfg).__name__}")
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read a pipeline YAML, apply `--set` overrides (`stage.param=v`, `data.key=v`, `run=NAME` or `param=v`)
+    and validate it: unknown keys at any level, bad types and out-of-range values are errors naming them."""
+    path = Path(path)
+    cfg = _read_yaml(path)
+    _unknown(str(path), cfg, TOP_KEYS)
+    for key in ("run", "data", "stages"):
+        if key not in cfg:
+            raise ConfigError(f"{path}: missing top-level key {key!r}")
+    cfg["data"] = cfg["data"] or {}
+    cfg["params"] = cfg.get("params") or {}
+    if not isinstance(cfg["stages"], dict) or not cfg["stages"]:
+        raise ConfigError(f"{path}: 'stages' must map stage names to their parameters; known: {list(NAMES)}")
+    _unknown(f"{path}: stages", cfg["stages"], NAMES)
+    cfg["stages"] = {name: dict(v or {}) for name, v in cfg["stages"].items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: {raw!r} is not a YAML value") from None
+        head, _, rest = key.partition(".")
+        if key == "run":
+            cfg["run"] = str(value)
+        elif rest and head in cfg["stages"]:
+            cfg["stages"][head][rest] = value
+        elif rest and head == "data":
+            cfg["data"][rest] = value
+        elif not rest:
+            cfg["params"][key] = value
+        else:
+            raise ConfigError(f"--set {key}: {head!r} is neither a stage of this config {list(cfg['stages'])} "
+                              "nor 'data'")
+    validate_config(cfg, str(path))
+    return cfg
+
+
+def validate_config(cfg: dict, where: str) -> None:
+    """Every key of the config known to the stage that receives it, every value of the right type and range."""
+    run = str(cfg["run"])
+    if not run or not Path(run).is_absolute() and ("/" in run or run.startswith(".")):
+        raise ConfigError(f"{where}: run must be a folder name (under outputs/runs/) or an absolute path, got {run!r}")
+    _unknown(f"{where}: data", cfg["data"], DATA_KEYS)
+    chain = [s for s in NAMES if s in cfg["stages"]]
+    fields = {s: set(schemas.SCHEMAS[s].__dataclass_fields__) for s in chain}
+    for key in cfg.get("params") or {}:
+        if not any(key in f for f in fields.values()):
+            raise ConfigError(f"{where}: parameter {key!r} (params or --set {key}=...) is declared by no stage of "
+                              f"this config {chain}; prefix it with a stage (--set 03_knn.{key}=...)")
+    for s in chain:
+        values = {k: v for k, v in (cfg.get("params") or {}).items() if k in fields[s]} | (cfg["stages"][s] or {})
+        schemas.validate(schemas.SCHEMAS[s], values, f"{where}: stages.{s}")
+
+
+def ensure_data(data: dict) -> None:
+    """Generate the demo dataset when the config says how and the training CSV is missing."""
+    gen = data.get("generate")
+    if not data.get("train_csv"):  # e.g. the valuation stage, which names its own listings file
+        return
+    train = Path(_resolve(data["train_csv"]))
+    if train.exists() or not gen:
+        return
+    from utils.synth.shopee import generate
+
+    print(f"[data] {train} missing: generating synthetic data ({gen})", flush=True)
+    generate(train.parent, **{k: v for k, v in gen.items() if k != "kind"})
+
+
+def public_test_guard(data: dict, run_dir: Path) -> dict:
+    """Kaggle's public `test.csv` has 3 rows: then hold out a share of the train groups as a labelled test.
+
+    With `data.public_test: {max_rows: 3, holdout: 0.2, seed: 0}` and a test file of at most `max_rows`
+    rows, writes `<run_dir>/data/{train,test,test_solution}.csv` (whole groups held out, so no leak) and
+    returns the data section pointing at them; the same notebooks then report CV instead of a submission
+    of 3 rows. On the hidden test (more rows) the data section is returned unchanged.
+    """
+    guard = data.get("public_test")
+    if not guard:
+        return data
+    test_csv = Path(_resolve(data["test_csv"]))
+    with open(test_csv, encoding="utf-8") as f:
+        n_test = sum(1 for _ in f) - 1
+    if n_test > int(guard.get("max_rows", 3)):
+        return data
+    from utils.core.data import assign_folds, read_postings
+    from utils.core.io import write_csv
+
+    train = read_postings(_resolve(data["train_csv"]), require_labels=True)
+    holdout = float(guard.get("holdout", 0.2))
+    if not 0 < holdout < 1:
+        raise ConfigError(f"data.public_test.holdout must be in (0, 1), got {holdout}")
+    folds = assign_folds(train, n_splits=max(2, round(1 / holdout)), seed=int(guard.get("seed", 0)))
+    out = run_dir / "data"
+    write_csv(out / "train.csv", train[folds != 0])
+    write_csv(out / "test.csv", train[folds == 0].drop(columns="label_group"))
+    write_csv(out / "test_solution.csv", train[folds == 0])
+    print(f"[data] {test_csv} has {n_test} rows (public test): CV on {int((folds == 0).sum())} held-out train rows "
+          f"instead, written to {out}", flush=True)
+    return {**data, "train_csv": str(out / "train.csv"), "test_csv": str(out / "test.csv"),
+            "test_labels_csv": str(out / "test_solution.csv"), "test_images": data.get("train_images", "")}
+
+
+def stage_parameters(cfg: dict, name: str, run_dir: Path) -> dict:
+    """Parameters for one notebook: run_dir, the data paths it declares, common and stage params.
+
+    A data path the stage declares but the config does not set is passed as "" when optional and is an
+    error otherwise: a notebook's demo default never stands in for a configured dataset.
+    """
+    declared = schemas.SCHEMAS[name].__dataclass_fields__
+    data = cfg["data"]
+    params = {"run_dir": str(run_dir)}
+    for key in PATH_KEYS:
+        if key not in declared or key in cfg["stages"].get(name, {}):
+            continue
+        if key in data:
+            params[key] = _resolve(data[key])
+        elif key in OPTIONAL_PATHS:
+            params[key] = ""
+        else:
+            raise ConfigError(f"data.{key} is not set, and stage {name} reads it")
+    if "use_images" in declared:
+        params["use_images"] = bool(data.get("images", True))
+    params.update({k: v for k, v in (cfg.get("params") or {}).items() if k in declared})
+    params.update(cfg["stages"].get(name) or {})
+    return params
+
+
+def _stamp(run_dir: Path, name: str) -> dict:
+    path = run_dir / name / STAMP
+    return read_json(path) if path.exists() and (run_dir / name / "metrics.json").exists() else {}
+
+
+def run_stage(name: str, params: dict, run_dir: Path, stamp: dict, verbose: bool = False) -> Path:
+    """Execute one notebook into a staging folder and swap it in on success.
+
+    On failure the last good `<run_dir>/<stage>/` is kept and the executed notebook with the error is
+    `<run_dir>/notebooks/<stage>.failed.ipynb`; StageFailed names the cell. Quiet by default (batch runs
+    write logs): no cell output, no progress bars, kernel warnings off; `verbose` shows all of it.
+    """
+    staging_root = run_dir / STAGING
+    staging, staged_nb = staging_root / name, staging_root / f"{name}.ipynb"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    final, notebooks = run_dir / name, run_dir / "notebooks"
+    notebooks.mkdir(parents=True, exist_ok=True)
+    quiet = {} if verbose else {"extra_arguments": ["--IPKernelApp.log_level=CRITICAL"]}
+    os.environ[PROGRESS_ENV] = "1" if verbose and sys.stderr.isatty() else "0"  # inherited by the kernel
+    try:
+        pm.execute_notebook(str(stage(name).notebook), str(staged_nb), parameters={**params, "out_dir": str(staging)},
+                            cwd=str(ROOT), kernel_name="python3", progress_bar=False, log_output=verbose, **quiet)
+    except pm.PapermillExecutionError as e:
+        failed_nb = notebooks / f"{name}.failed.ipynb"
+        os.replace(staged_nb, failed_nb)
+        shutil.rmtree(staging, ignore_errors=True)
+        kept = f"the last good outputs in {final} are kept" if final.is_dir() else "it has no earlier outputs"
+        raise StageFailed(f"stage {name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); the executed "
+                          f"notebook with the error is {failed_nb}; {kept}") from None
+    if not (staging / "metrics.json").exists():
+        raise StageFailed(f"stage {name} finished without writing metrics.json (the stage contract)")
+    write_json(staging / STAMP, {**stamp, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    old = staging_root / f"{name}.previous"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+    out_nb = notebooks / f"{name}.ipynb"
+    os.replace(staged_nb, out_nb)
+    (notebooks / f"{name}.failed.ipynb").unlink(missing_ok=True)
+    return out_nb
+
+
+def key_metric(run_dir: Path, stage: str) -> tuple[str, object]:
+    path = run_dir / stage / "metrics.json"
+    if not path.exists():
+        return "", ""
+    m = read_json(path)
+    key = m.get("key_metric")
+    value = m.get(key, "")
+    return key or "", round(value, 4) if isinstance(value, float) else value
+
+
+def run(cfg: dict, stages: list[str] | None = None, force: bool = False, verbose: bool = False) -> list[dict]:
+    """Run the configured chain (or `stages` of it) in order and return the summary rows."""
+    validate_config(cfg, f"config {cfg.get('run')!r}")
+    run_dir = RUNS / cfg["run"]
+    chain = [s for s in NAMES if s in cfg["stages"]]
+    if stages:
+        bad = set(stages) - set(chain)
+        if bad:
+            raise ConfigError(f"--stages {sorted(bad)} not in this config's chain {chain}")
+        chain = [s for s in chain if s in stages]
+    with run_lock(run_dir):
+        ensure_data(cfg["data"])
+        cfg = {**cfg, "data": public_test_guard(cfg["data"], run_dir)}
+        summary = []
+        for n, name in enumerate(chain, 1):
+            prefix = f"[{n}/{len(chain)}] {name}"
+            params = stage_parameters(cfg, name, run_dir)
+            upstream = {r: _stamp(run_dir, r).get("run_id", "absent") for r in stage(name).reads}
+            fp = fingerprint(stage(name).notebook, params, upstream)
+            if not force and _stamp(run_dir, name).get("fingerprint") == fp:
+                print(f"{prefix}: up to date, skipped (use --force to re-run)", flush=True)
+                summary.append({"stage": name, "status": "cached", "seconds": 0.0, **_metric(run_dir, name)})
+                continue
+            if sys.stdout.isatty():  # on a terminal the line is overwritten by its result; logs get one line a stage
+                print(f"{prefix}: running ...", end="\r", flush=True)
+            t0 = time.perf_counter()
+            stamp = {"fingerprint": fp, "run_id": uuid.uuid4().hex, "upstream": upstream, "parameters": params}
+            run_stage(name, params, run_dir, stamp, verbose)
+            seconds = time.perf_counter() - t0
+            print(f"{prefix}: done in {seconds:.1f}s", flush=True)
+            summary.append({"stage": name, "status": "ran", "seconds": round(seconds, 1), **_metric(run_dir, name)})
+        _publish_submission(run_dir, chain)
+    return summary
+
+
+def _metric(run_dir: Path, stage: str) -> dict:
+    name, value = key_metric(run_dir, stage)
+    return {"metric": name, "value": value}
+
+
+def _publish_submission(run_dir: Path, chain: list[str]) -> None:
+    """Copy the last stage's submission.csv to `<run_dir>/submission.csv`."""
+    for name in reversed(chain):
+        src = run_dir / name / "submission.csv"
+        if src.exists():
+            tmp = run_dir / ".submission.csv.tmp"
+            shutil.copyfile(src, tmp)
+            tmp.replace(run_dir / "submission.csv")
+            print(f"submission: {run_dir / 'submission.csv'} (from {name})", flush=True)
+            return
+
+
+def format_summary(rows: list[dict]) -> str:
+    header = f"{'stage':<22}{'status':<20}{'seconds':>9}  key metric"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        metric = f"{r['metric']} = {r['value']}" if r["metric"] else ""
+        lines.append(f"{r['stage']:<22}{r['status']:<20}{r['seconds']:>9.1f}  {metric}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.pipeline")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the notebook chain of a config")
+    r.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
+    r.add_argument("--stages", help="comma-separated subset of stages, e.g. 03_knn,04_postprocess")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override: stage.param=v, data.key=v, run=NAME, or param=v for every stage declaring it")
+    r.add_argument("--force", action="store_true", help="re-run stages even when up to date")
+    r.add_argument("--verbose", action="store_true", help="stream every cell's output, progress bars and kernel logs")
+    sub.add_parser("stages", help="print the stage table (name, job, reads, writes)")
+    args = ap.parse_args(argv)
+    if args.cmd == "stages":
+        print(markdown_table())
+        return 0
+    try:
+        cfg = load_config(args.config, args.set)
+        rows = run(cfg, args.stages.split(",") if args.stages else None, force=args.force, verbose=args.verbose)
+    except (ConfigError, RunLocked, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except StageFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("\n" + format_summary(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
