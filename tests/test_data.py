@@ -50,7 +50,7 @@ def test_validation_errors_name_file_column_row(tmp_path, change, message):
 
 
 def test_missing_file_and_labels(tmp_path):
-    with pytest.raises(DataError, match="file not found"):
+    with pytest.raises(DataError, match="postings CSV not found"):
         read_postings(tmp_path / "nope.csv")
     rows = good_rows()
     rows.pop("label_group")
@@ -68,7 +68,7 @@ def test_images_missing_and_unreadable(tmp_path):
     with pytest.raises(DataError) as e:
         require_images(df, folder)
     msg = str(e.value)
-    assert "1 missing (5.jpg)" in msg and "1 unreadable (4.jpg)" in msg and "missing_images='skip'" in msg
+    assert "1 missing (5.jpg)" in msg and "1 unreadable (4.jpg)" in msg and "data.images: false" in msg
     usable = require_images(df, folder, on_bad="skip")
     assert usable.tolist() == [True, True, True, True, False, False]
     with pytest.raises(DataError, match="images folder not found"):

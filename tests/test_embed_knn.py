@@ -59,7 +59,7 @@ def unit(n, d, seed=0):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-CPU_BACKENDS = [b for b in ("faiss-cpu", "sklearn", "numpy") if b in available_backends()]
+CPU_BACKENDS = [b for b in ("torch", "faiss-cpu", "sklearn", "numpy") if b in available_backends()]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -89,6 +89,20 @@ def test_self_first_with_duplicates():
     assert (idx[:, 0] == np.arange(12)).all() and np.allclose(sims[:, :3], 1.0, atol=1e-5)
     i, s = self_first(np.array([[1, 2, 3]]), np.array([[1.0, 0.9, 0.8]], np.float32), np.array([1.0], np.float32))
     assert i.tolist() == [[0, 1, 2]] and s.tolist()[0][:2] == [1.0, 1.0]
+
+
+def test_torch_backend_precision_and_auto_choice():
+    X = unit(400, 32)
+    ref_idx, ref_sims, _ = neighbours(X, k=10, backend="faiss-cpu")
+    idx, sims, _ = neighbours(X, k=10, backend="torch", chunk=128, precision="bf16")
+    assert (idx[:, 0] == np.arange(400)).all() and np.abs(sims - ref_sims).max() < 0.02  # bf16 keeps ~3 digits
+    assert (idx == ref_idx).mean() > 0.6
+    with pytest.raises(ValueError, match="precision must be one of"):
+        neighbours(X, backend="torch", precision="fp8")
+    import torch
+
+    assert (choose_backend("auto") == "torch") == (torch.cuda.is_available() and "cuml" not in available_backends()
+                                                  and "faiss-gpu" not in available_backends())
 
 
 def test_k_larger_than_rows_and_bad_backend():

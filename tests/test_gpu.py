@@ -20,7 +20,7 @@ def unit(n: int, d: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("backend", ["cuml", "faiss-gpu"])
+@pytest.mark.parametrize("backend", ["cuml", "faiss-gpu", "torch"])
 def test_gpu_knn_matches_faiss_cpu(backend):
     if backend not in available_backends():
         pytest.skip(f"{backend} not installed")
@@ -67,16 +67,28 @@ def test_boosters_on_cuda_agree_with_cpu(model):
 
 def test_amp_image_training_on_cuda(tiny_demo, tmp_path):
     """Mixed precision with GradScaler trains on CUDA, and its checkpoint embeds alike on CUDA and CPU."""
+    import torch
+
     from utils.training.loop import TrainConfig, encode, fit, load_encoder
+    from utils.training.nn.encoders import build_encoder
 
     df = read_postings(tiny_demo / "train.csv", require_labels=True)
     images = tiny_demo / "train_images"
     cfg = TrainConfig(modality="image", image={"backbone": "resnet10t"}, image_size=64, epochs=3, batch_size=32,
                       lr=3e-3, n_folds=3, embedding_size=32, amp=True, device="cuda")
+    torch.manual_seed(cfg.seed)  # the initial weights fit starts from
+    before = {k: v.clone() for k, v in build_encoder("image", {"backbone": "resnet10t"}, {}, 32).state_dict().items()}
     hist = fit(cfg, df, images, tmp_path)["history"]
     losses = [h["loss"] for h in hist[1:]]
     assert np.isfinite(losses).all() and losses[-1] < losses[0], hist
+    # the optimiser stepped on most batches (the scaler skips only overflowing ones) and the weights moved
+    assert sum(h["skipped_steps"] for h in hist[1:]) <= 2 < sum(h["steps"] for h in hist[1:]), hist
     encoder, _ = load_encoder(tmp_path / "best.pt")
-    on_gpu = encode(encoder, df, images, cfg.image_size, device="cuda")
+    after = encoder.state_dict()
+    assert max(float((after[k].float() - v.float()).abs().max()) for k, v in before.items()
+               if v.is_floating_point()) > 1e-3
+    on_gpu = encode(encoder, df, images, cfg.image_size, device="cuda", amp=False)
     on_cpu = encode(encoder, df, images, cfg.image_size, device="cpu")
     np.testing.assert_allclose(on_gpu, on_cpu, atol=2e-3)
+    fp16 = encode(encoder, df, images, cfg.image_size, device="cuda", num_workers=2)  # autocast, channels_last
+    assert np.abs(fp16 - on_cpu).max() < 2e-2 and (np.einsum("ij,ij->i", fp16, on_cpu) > 0.999).all()

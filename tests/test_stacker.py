@@ -1,10 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from utils.core.data import assign_folds, read_postings
 from utils.core.metric import score
 from utils.matching import stacker as st
+from utils.matching.decide import ModelThreshold, cap, model_matches, ranked, tune_model
 from utils.matching.embed import embed
 from utils.matching.knn import neighbours
 
@@ -51,13 +53,28 @@ def test_pair_folds_have_no_group_leakage(real_titles):
         assert len(val) and len(train)
 
 
-def test_decide_threshold_min2_and_cap():
+def decide(P, threshold, min2_threshold=None):
+    return cap(model_matches(*ranked(P), ModelThreshold(threshold, min2_threshold)))
+
+
+def test_pair_probabilities_decided_by_the_threshold_min2_rule():
     P = st.pair_matrix(np.array([0, 1, 2, 3]), np.array([1, 0, 3, 2]), np.array([0.9, 0.7, 0.3, 0.3]), 4)
     assert P[0, 1] == pytest.approx(0.8)  # mean of both directions
-    m = st.decide(P, 0.5)
+    idx, sims = ranked(P)
+    assert idx[:, 0].tolist() == [0, 1, 2, 3] and sims[:, 0].tolist() == [1.0] * 4
+    assert idx[0, 1] == 1 and sims[0, 1] == pytest.approx(0.8)
+    m = decide(P, 0.5)
     assert [set(m.indices[m.indptr[i]:m.indptr[i + 1]]) for i in range(4)] == [{0, 1}, {0, 1}, {2}, {3}]
-    m2 = st.decide(P, 0.5, min2_threshold=0.25)
+    m2 = decide(P, 0.5, min2_threshold=0.25)
     assert set(m2.indices[m2.indptr[2]:m2.indptr[3]]) == {2, 3}
+
+
+def test_ranked_orders_each_row_and_pads_short_rows():
+    P = sp.csr_matrix(np.array([[0, 0.2, 0.9, 0.5], [0.2, 0, 0, 0], [0.9, 0, 0, 0], [0.5, 0, 0, 0]], np.float32))
+    idx, sims = ranked(P)
+    assert idx.shape == (4, 4) and idx[0].tolist() == [0, 2, 3, 1]
+    assert sims[0].tolist() == pytest.approx([1, 0.9, 0.5, 0.2])
+    assert idx[1].tolist() == [1, 0, 1, 1] and sims[1].tolist() == pytest.approx([1, 0.2, -1, -1])
 
 
 def test_pair_matrix_keeps_zero_probabilities_aligned():
@@ -82,8 +99,8 @@ def test_stacker_end_to_end_deterministic(real_titles):
     p2 = st.out_of_fold(X, y, rows, cols, folds, cfg)
     np.testing.assert_array_equal(p1, p2)
     P = st.pair_matrix(rows, cols, p1, len(df))
-    thr, m2, _ = st.tune_decision(P, labels)
-    assert score(st.decide(P, thr, m2), labels).f1 > 0.8
+    rule = tune_model(*ranked(P), labels)
+    assert score(decide(P, rule.threshold, rule.min2_threshold), labels).f1 > 0.8
     px = st.out_of_fold(X, y, rows, cols, folds, st.StackerConfig(model="xgboost", n_estimators=50))
     assert px.shape == p1.shape and 0 <= px.min() and px.max() <= 1
     with pytest.raises(ValueError, match="lightgbm"):

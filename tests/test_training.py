@@ -78,6 +78,7 @@ def test_fit_text_history_checkpoint_and_embeddings(small_titles, tmp_path):
     hist = result["history"]
     assert [h["epoch"] for h in hist] == [0, 1, 2] and np.isnan(hist[0]["loss"]) and hist[2]["loss"] < hist[1]["loss"]
     assert all(0 < h["val_f1"] <= 1 for h in hist)
+    assert all(h["steps"] > 0 and h["skipped_steps"] == 0 for h in hist[1:])  # no loss scaling on the CPU
     encoder, loaded = load_encoder(tmp_path / "best.pt")
     assert loaded == cfg
     X = encode(encoder, small_titles, None)
@@ -110,5 +111,9 @@ def test_image_fit_on_tiny_demo(tiny_demo, tmp_path):
                       batch_size=16, n_folds=3, embedding_size=16, agc_clip=0.05, schedule="cosine", loss="softmax")
     result = fit(cfg, df, tiny_demo / "train_images", tmp_path)
     assert len(result["history"]) == 2 and (tmp_path / "best.pt").exists()
+    encoder, _ = load_encoder(tmp_path / "best.pt")
+    one = encode(encoder, df, tiny_demo / "train_images", 48, batch_size=16, num_workers=0)
+    two = encode(encoder, df, tiny_demo / "train_images", 48, batch_size=16, num_workers=2)  # order kept
+    np.testing.assert_allclose(one, two, atol=1e-6)
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="step")

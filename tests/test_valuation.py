@@ -121,7 +121,7 @@ def test_read_listings_errors_name_column_and_lines(tmp_path):
         read_listings(write([{"listing_id": "a"}]))
     with pytest.raises(DataError, match="duplicates in line"):
         read_listings(write([ok, ok]))
-    with pytest.raises(DataError, match=r"'msrp' needs positive numbers; bad values in line\(s\) 3"):
+    with pytest.raises(DataError, match=r"'msrp' needs positive finite numbers; bad values in line\(s\) 3"):
         read_listings(write([ok, {**ok, "listing_id": "b", "msrp": "abc"}]))
     with pytest.raises(DataError, match="'listed_at'"):
         read_listings(write([{**ok, "listed_at": "yesterday-ish"}]))

@@ -52,6 +52,25 @@ def _has_cudf() -> bool:
         return False
 
 
+def check_text_file(path: str | Path, what: str = "file") -> Path:
+    """The path of an existing, non-empty UTF-8 text file; otherwise a DataError that says which and where."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a {what}")
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: empty {what} ({len(raw)} bytes)")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                        "save the file as UTF-8") from None
+    return path
+
+
 def read_text_csv(path: Path, backend: str = "auto") -> pd.DataFrame:
     """Every column as text, empty fields as "": parsed by cuDF on the GPU when present, else pandas.
 
@@ -75,13 +94,11 @@ def read_postings(path: str | Path, require_labels: bool = False, backend: str =
     `posting_id`, malformed `image_phash`, empty titles, missing or non-integer labels.
     `backend` parses with cuDF or pandas (see `read_text_csv`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    path = check_text_file(path, "postings CSV")
     try:
         df = read_text_csv(path, backend)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a readable CSV ({e})") from e
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from None
     wanted = list(REQUIRED_COLUMNS) + ([LABEL_COLUMN] if require_labels else [])
     missing = [c for c in wanted if c not in df.columns]
     if missing:
@@ -114,12 +131,25 @@ def read_postings(path: str | Path, require_labels: bool = False, backend: str =
         raise DataError(f"{path}: column 'title' is empty in {_rows(empty)}")
 
     if LABEL_COLUMN in df.columns:
-        labels = pd.to_numeric(df[LABEL_COLUMN], errors="coerce")
-        bad = labels.isna() | (labels != labels.round())
-        if bad.any():
-            raise DataError(f"{path}: column '{LABEL_COLUMN}' must be an integer in {_rows(bad)}")
-        df[LABEL_COLUMN] = labels.astype(np.int64)
+        df[LABEL_COLUMN] = parse_labels(df[LABEL_COLUMN], path)
     return df.reset_index(drop=True)
+
+
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+def parse_labels(values: pd.Series, path: Path) -> pd.Series:
+    """Integer `label_group` values as int64; text that is no integer, or an integer beyond int64 (which
+    would wrap and merge groups), is a DataError naming the rows."""
+    text = values.astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)  # "12.0" as written by pandas
+    bad = ~text.str.match(_INT)
+    if bad.any():
+        raise DataError(f"{path}: column '{LABEL_COLUMN}' must be an integer in {_rows(bad)}")
+    big = text.map(lambda t: not -(2**63) <= int(t) < 2**63)
+    if big.any():
+        raise DataError(f"{path}: column '{LABEL_COLUMN}' has integers beyond 64 bits in {_rows(big)}; "
+                        "re-number the groups")
+    return text.map(int).astype(np.int64)
 
 
 @dataclass
@@ -143,6 +173,22 @@ class ImageReport:
         return f"{self.folder}: " + ("; ".join(parts) if parts else "all images readable")
 
 
+def image_is_whole(path: Path) -> bool:
+    """PIL can parse the file, and a JPEG ends with its end-of-image marker (`verify` alone passes a
+    truncated JPEG, which then fails mid-run); cheap: no full decode."""
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            im.verify()
+    except Exception:  # PIL raises many types for corrupt files
+        return False
+    if fmt == "JPEG":
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 64))
+            return b"\xff\xd9" in f.read()
+    return True
+
+
 def check_images(df: pd.DataFrame, folder: str | Path, verify: bool = True) -> ImageReport:
     """List image files of `df` that are missing from `folder` or that PIL cannot open."""
     folder = Path(folder)
@@ -153,12 +199,8 @@ def check_images(df: pd.DataFrame, folder: str | Path, verify: bool = True) -> I
         p = folder / name
         if not p.is_file():
             report.missing.append(name)
-        elif verify:
-            try:
-                with Image.open(p) as im:
-                    im.verify()
-            except Exception:  # PIL raises many types for corrupt files
-                report.unreadable.append(name)
+        elif verify and not image_is_whole(p):
+            report.unreadable.append(name)
     return report
 
 
@@ -173,8 +215,8 @@ def require_images(df: pd.DataFrame, folder: str | Path, on_bad: str = "error") 
     report = check_images(df, folder)
     if report.bad and on_bad == "error":
         raise DataError(
-            report.summary() + ". Fix the files, or set missing_images='skip' to keep those rows "
-            "without image features."
+            report.summary() + ". Replace those files, or remove their rows from the CSV, or run the dataset "
+            "without images (data.images: false)."
         )
     if report.bad:
         log.warning("%s: rows kept without image features", report.summary())
@@ -197,7 +239,15 @@ def assign_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> np.ndarr
 
 def read_labels(path: str | Path, posting_ids: np.ndarray) -> np.ndarray:
     """`label_group` of `posting_ids` from a labelled CSV (e.g. a test solution), in their order."""
-    truth = pd.read_csv(path, usecols=["posting_id", LABEL_COLUMN], dtype={"posting_id": str})
+    path = check_text_file(path, "labels CSV")
+    try:
+        truth = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from None
+    missing = [c for c in ("posting_id", LABEL_COLUMN) if c not in truth.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(truth.columns)}")
+    truth[LABEL_COLUMN] = parse_labels(truth[LABEL_COLUMN], path)
     truth = truth.drop_duplicates("posting_id").set_index("posting_id")[LABEL_COLUMN]
     absent = [p for p in posting_ids if p not in truth.index]
     if absent:

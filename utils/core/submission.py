@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .data import DataError
+from .data import DataError, check_text_file
 from .io import write_csv
 from .metric import matches_from_lists
 
@@ -40,10 +40,11 @@ def read_submission(path: str | Path, posting_ids: np.ndarray) -> sp.csr_matrix:
     Raises DataError for missing columns, duplicate rows, rows missing from the submission,
     unknown ids, duplicate ids inside one row, and more than 50 matches in a row.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: submission file not found")
-    sub = pd.read_csv(path, dtype=str, keep_default_na=False)
+    path = check_text_file(path, "submission CSV")
+    try:
+        sub = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from None
     missing_cols = {"posting_id", "matches"} - set(sub.columns)
     if missing_cols:
         raise DataError(f"{path}: missing column(s) {sorted(missing_cols)}; found {list(sub.columns)}")

@@ -60,6 +60,30 @@ def model_matches(indices: np.ndarray, sims: np.ndarray, t: ModelThreshold) -> s
     return sp.csr_matrix((vals, (rows, indices[keep])), shape=(n, n))
 
 
+def ranked(scores: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's scored candidates as a neighbour list: indices int32 [N, K] and scores float32 [N, K],
+    descending, the row itself first (score 1), short rows padded with the row itself at score -1.
+
+    So a matrix of pair probabilities (05_stacker) is decided and tuned by the very threshold + min2 rule
+    of a model's neighbours (`model_matches`, `tune_model`), vectorised over rows.
+    """
+    m = sp.csr_matrix(scores, dtype=np.float32)
+    m.setdiag(0)
+    m.eliminate_zeros()  # self pairs and zero probabilities: below every threshold anyway
+    n = m.shape[0]
+    counts = np.diff(m.indptr)
+    k = int(counts.max(initial=0)) + 1
+    indices = np.repeat(np.arange(n, dtype=np.int32)[:, None], k, axis=1)
+    values = np.full((n, k), -1.0, dtype=np.float32)
+    values[:, 0] = 1.0
+    row_of = np.repeat(np.arange(n), counts)
+    order = np.lexsort((-m.data, row_of))  # by row, then by descending score
+    rank = np.arange(len(order)) - m.indptr[row_of[order]]
+    indices[row_of[order], rank + 1] = m.indices[order]
+    values[row_of[order], rank + 1] = m.data[order]
+    return indices, values
+
+
 def phash_matches(phash: np.ndarray | pd.Series, max_group: int = 50) -> sp.csr_matrix:
     """Pairs of rows with the identical pHash; hashes shared by more than `max_group` rows are ignored
     (a stock photo reused by many sellers says nothing about the product)."""

@@ -1,6 +1,6 @@
 """Pair-fusion stacker (05_stacker): candidate pairs from every model's neighbours, vectorised pair
-features, a LightGBM (or XGBoost) classifier with out-of-fold predictions grouped by label group, and
-the decision from pair probabilities to matches (threshold, min2, cap 50)."""
+features, a LightGBM (or XGBoost) classifier with out-of-fold predictions grouped by label group, and the
+symmetric pair-probability matrix, which `decide.ranked` turns into neighbour lists for 04's decision rule."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ import scipy.sparse as sp
 from rapidfuzz.distance import Levenshtein
 from scipy.sparse.csgraph import connected_components
 
-from utils.core.metric import row_scores
 from utils.core.progress import progress
 from utils.core.text import tokens
 
-from .decide import DEFAULT_GRID, cap
 from .embed import phash_ints
 from .fusion import candidate_pairs, pair_similarity
 from .rules import attribute_status, brand, extract_attributes
@@ -271,43 +269,6 @@ def pair_matrix(rows: np.ndarray, cols: np.ndarray, prob: np.ndarray, n: int) ->
     p = np.concatenate([prob, prob]).astype(np.float64)
     mean = np.bincount(inverse, weights=p) / np.bincount(inverse)
     return sp.csr_matrix((mean.astype(np.float32), (keys // n, keys % n)), shape=(n, n))
-
-
-def decide(P: sp.csr_matrix, threshold: float, min2_threshold: float | None = None,
-           max_matches: int = 50) -> sp.csr_matrix:
-    """Matches from pair probabilities: above threshold, min2 on the best candidate, self first, cap."""
-    P = sp.csr_matrix(P)
-    keep = P.copy()
-    keep.data = np.where(keep.data >= threshold, keep.data, 0.0)
-    keep.eliminate_zeros()
-    if min2_threshold is not None:
-        alone = np.flatnonzero(np.diff(keep.indptr) == 0)
-        best_col = np.full(P.shape[0], -1)
-        best_val = np.zeros(P.shape[0])
-        for i in alone:
-            lo, hi = P.indptr[i], P.indptr[i + 1]
-            if hi > lo:
-                j = np.argmax(P.data[lo:hi])
-                best_col[i], best_val[i] = P.indices[lo + j], P.data[lo + j]
-        add = alone[(best_col[alone] >= 0) & (best_val[alone] >= min2_threshold)]
-        keep = keep + sp.csr_matrix((best_val[add], (add, best_col[add])), shape=P.shape)
-    return cap(keep.tocsr(), max_matches)
-
-
-def tune_decision(P: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None = None,
-                  grid: np.ndarray = DEFAULT_GRID, fp_weight: float = 1.0) -> tuple[float, float | None, np.ndarray]:
-    """Best probability threshold, then best min2 threshold, by F1 on `rows` (false positives weighted by
-    `fp_weight`, as in `metric.row_scores`); returns the F1 curve too."""
-    def f1(th, m2):
-        s = row_scores(decide(P, th, m2), labels, fp_weight)[0]
-        return float(s.mean() if rows is None else s[rows].mean())
-
-    coarse = grid[::2]
-    curve = np.array([f1(t, None) for t in coarse])
-    best = float(coarse[int(np.argmax(curve))])
-    m2 = [f1(best, float(v)) for v in coarse[coarse <= best]]
-    min2 = float(coarse[coarse <= best][int(np.argmax(m2))]) if m2 and max(m2) > curve.max() else None
-    return best, min2, np.vstack([coarse, curve])
 
 
 def image_sizes(df: pd.DataFrame, folder: str) -> np.ndarray:

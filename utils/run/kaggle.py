@@ -48,18 +48,16 @@ def kaggle_path(value, inputs_root: Path, field: str, kaggle_input: str = KAGGLE
         return {k: kaggle_path(v, inputs_root, f"{field}.{k}", kaggle_input) for k, v in value.items()}
     if isinstance(value, list):
         return [kaggle_path(v, inputs_root, field, kaggle_input) for v in value]
-    if not isinstance(value, str) or not value or value.startswith("{run_dir}"):
+    if not isinstance(value, str) or not value or value.startswith(("{run_dir}", kaggle_input)):
         return value
-    if value.startswith("inputs/"):
-        return f"{kaggle_input}/{value.removeprefix('inputs/')}"
-    p = Path(value)
-    if p.is_absolute():
-        if p.is_relative_to(inputs_root):
-            return f"{kaggle_input}/{p.relative_to(inputs_root).as_posix()}"
-        if not value.startswith(kaggle_input):
-            raise KaggleBuildError(f"{field}: {value} is outside inputs/, so no Kaggle dataset holds it; "
-                                   "put it under inputs/<dataset-name>/ (or set it to \"\")")
-    return value
+    if "/" not in value and not Path(value).exists():  # a plain setting ("auto", "lightgbm"), not a path
+        return value
+    # relative paths are relative to the project root (inputs/...); ".." is resolved before the check
+    p = Path(os.path.normpath(value if Path(value).is_absolute() else inputs_root.parent / value))
+    if p.is_relative_to(inputs_root) and p != inputs_root:
+        return f"{kaggle_input}/{p.relative_to(inputs_root).as_posix()}"
+    raise KaggleBuildError(f"{field}: {value} is outside inputs/, so no Kaggle dataset holds it; "
+                           "put it under inputs/<dataset-name>/ (or set it to \"\")")
 
 
 def _datasets_used(kcfg: dict, settings: dict) -> set[str]:
@@ -317,9 +315,11 @@ def build_wheels_dataset(settings: dict, out: Path, python_version: str, downloa
 def build(cfg: dict, config_name: str, out: str | Path, user: str | None = None, wheels: bool = False,
           python_version: str = "3.11") -> list[Path]:
     """Write every kernel folder of the config (stages, then `submit`) and the dataset folders under `out`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise KaggleBuildError(f"--out {out}: is a file; name a folder (it is created if missing)")
     settings = settings_of(cfg, user)
     kcfg = kaggle_config(cfg, settings)
-    out = Path(out)
     folders = [build_stage(kcfg, settings, s, out) for s in NAMES if s in kcfg["stages"]]
     submit = build_submit(kcfg, settings, config_name, out)
     folders += [submit] if submit else []
@@ -346,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         folders = build(cfg, Path(args.config).name, args.out, args.user, args.wheels, args.python_version)
-    except (KaggleBuildError, ValueError, FileNotFoundError) as e:
+    except (KaggleBuildError, ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     for f in folders:
         print(f)
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from utils.core import paths as p
-from utils.matching.knn import AVAILABLE
+from utils.matching.knn import AVAILABLE, PRECISIONS
 from utils.matching.postprocess import PostConfig
 from utils.matching.stacker import StackerConfig
 from utils.training.loop import TrainConfig
@@ -90,10 +90,13 @@ class KnnParams(RunParams):
     k: int = 50
     backend: str = "auto"
     chunk: int = 2048
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         _positive("k", self.k, 2)  # the row itself and at least one neighbour
         _positive("chunk", self.chunk)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         _knn_backend("backend", self.backend)
 
 

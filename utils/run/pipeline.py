@@ -13,8 +13,11 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import papermill as pm
@@ -204,6 +207,27 @@ def _stamp(run_dir: Path, name: str) -> dict:
     return read_json(path) if path.exists() and (run_dir / name / "metrics.json").exists() else {}
 
 
+@contextmanager
+def _kernel_files_in(folder: Path) -> Iterator[Callable[..., None]]:
+    """Jupyter writes the kernel's connection file (it holds the kernel's key) to the temp folder: make that a
+    private folder inside the run. Yields a hook that empties it once the kernel is up (both ends then hold the
+    key in memory only), so a run killed while cells execute leaves no key on disk; the folder goes afterwards
+    (and, after a run killed during a kernel start, with the next run's staging folder)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+
+    def forget(**_) -> None:
+        for f in folder.iterdir():
+            f.unlink(missing_ok=True)
+
+    try:
+        yield forget
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_stage(name: str, params: dict, run_dir: Path, stamp: dict, verbose: bool = False) -> Path:
     """Execute one notebook into a staging folder and swap it in on success.
 
@@ -220,8 +244,10 @@ def run_stage(name: str, params: dict, run_dir: Path, stamp: dict, verbose: bool
     quiet = {} if verbose else {"extra_arguments": ["--IPKernelApp.log_level=CRITICAL"]}
     os.environ[PROGRESS_ENV] = "1" if verbose and sys.stderr.isatty() else "0"  # inherited by the kernel
     try:
-        pm.execute_notebook(str(stage(name).notebook), str(staged_nb), parameters={**params, "out_dir": str(staging)},
-                            cwd=str(ROOT), kernel_name="python3", progress_bar=False, log_output=verbose, **quiet)
+        with _kernel_files_in(staging_root / f"{name}.kernel") as forget:
+            pm.execute_notebook(str(stage(name).notebook), str(staged_nb), cwd=str(ROOT), kernel_name="python3",
+                                parameters={**params, "out_dir": str(staging)}, progress_bar=False,
+                                log_output=verbose, on_notebook_start=forget, **quiet)
     except pm.PapermillExecutionError as e:
         failed_nb = notebooks / f"{name}.failed.ipynb"
         os.replace(staged_nb, failed_nb)
@@ -265,27 +291,37 @@ def run(cfg: dict, stages: list[str] | None = None, force: bool = False, verbose
             raise ConfigError(f"--stages {sorted(bad)} not in this config's chain {chain}")
         chain = [s for s in chain if s in stages]
     with run_lock(run_dir):
-        ensure_data(cfg["data"])
-        cfg = {**cfg, "data": public_test_guard(cfg["data"], run_dir)}
-        summary = []
-        for n, name in enumerate(chain, 1):
-            prefix = f"[{n}/{len(chain)}] {name}"
-            params = stage_parameters(cfg, name, run_dir)
-            upstream = {r: _stamp(run_dir, r).get("run_id", "absent") for r in stage(name).reads}
-            fp = fingerprint(stage(name).notebook, params, upstream)
-            if not force and _stamp(run_dir, name).get("fingerprint") == fp:
-                print(f"{prefix}: up to date, skipped (use --force to re-run)", flush=True)
-                summary.append({"stage": name, "status": "cached", "seconds": 0.0, **_metric(run_dir, name)})
-                continue
-            if sys.stdout.isatty():  # on a terminal the line is overwritten by its result; logs get one line a stage
-                print(f"{prefix}: running ...", end="\r", flush=True)
-            t0 = time.perf_counter()
-            stamp = {"fingerprint": fp, "run_id": uuid.uuid4().hex, "upstream": upstream, "parameters": params}
-            run_stage(name, params, run_dir, stamp, verbose)
-            seconds = time.perf_counter() - t0
-            print(f"{prefix}: done in {seconds:.1f}s", flush=True)
-            summary.append({"stage": name, "status": "ran", "seconds": round(seconds, 1), **_metric(run_dir, name)})
-        _publish_submission(run_dir, chain)
+        shutil.rmtree(run_dir / STAGING, ignore_errors=True)  # left by a killed run: staged outputs, kernel files
+        try:
+            summary = _run_chain(cfg, chain, run_dir, force, verbose)
+        finally:
+            shutil.rmtree(run_dir / STAGING, ignore_errors=True)
+    return summary
+
+
+def _run_chain(cfg: dict, chain: list[str], run_dir: Path, force: bool, verbose: bool) -> list[dict]:
+    """The stages in order, each skipped when up to date; then the last stage's submission is published."""
+    ensure_data(cfg["data"])
+    cfg = {**cfg, "data": public_test_guard(cfg["data"], run_dir)}
+    summary = []
+    for n, name in enumerate(chain, 1):
+        prefix = f"[{n}/{len(chain)}] {name}"
+        params = stage_parameters(cfg, name, run_dir)
+        upstream = {r: _stamp(run_dir, r).get("run_id", "absent") for r in stage(name).reads}
+        fp = fingerprint(stage(name).notebook, params, upstream)
+        if not force and _stamp(run_dir, name).get("fingerprint") == fp:
+            print(f"{prefix}: up to date, skipped (use --force to re-run)", flush=True)
+            summary.append({"stage": name, "status": "cached", "seconds": 0.0, **_metric(run_dir, name)})
+            continue
+        if sys.stdout.isatty():  # on a terminal the line is overwritten by its result; logs get one line a stage
+            print(f"{prefix}: running ...", end="\r", flush=True)
+        t0 = time.perf_counter()
+        stamp = {"fingerprint": fp, "run_id": uuid.uuid4().hex, "upstream": upstream, "parameters": params}
+        run_stage(name, params, run_dir, stamp, verbose)
+        seconds = time.perf_counter() - t0
+        print(f"{prefix}: done in {seconds:.1f}s", flush=True)
+        summary.append({"stage": name, "status": "ran", "seconds": round(seconds, 1), **_metric(run_dir, name)})
+    _publish_submission(run_dir, chain)
     return summary
 
 

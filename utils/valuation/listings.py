@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.core.data import DataError
+from utils.core.data import DataError, check_text_file
 
 log = logging.getLogger(__name__)
 TEXT_COLUMNS = ("title", "description", "category", "brand", "condition", "location", "image")
@@ -65,20 +65,21 @@ def read_listings(path: str | Path, mapping: dict | None = None, sep: str | None
     column exists, a positive number or empty; listed_at a date or empty. Text columns become strings.
     `drop_nonpositive_price` drops rows priced 0 or below (Mercari has some) instead of stopping.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    path = check_text_file(path, "listings file")
     sep = sep or ("\t" if path.suffix == ".tsv" else ",")
-    try:
-        raw = pd.read_csv(path, sep=sep, keep_default_na=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a readable table ({e})") from e
+    try:  # every column as text: a title or an id "NA" stays "NA"; numbers are parsed per column below
+        raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a readable table ({e})") from None
     df = map_columns(raw, mapping)
     required = ["listing_id"] + (["price"] if require_price else [])
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)} (set a column mapping)")
-    df["listing_id"] = df["listing_id"].astype(str)
+    df["listing_id"] = df["listing_id"].astype(str).str.strip()
+    empty = df["listing_id"] == ""
+    if empty.any():
+        raise DataError(f"{path}: column 'listing_id' is empty in {_rows(empty)}")
     if drop_nonpositive_price and "price" in df:
         keep = ~(pd.to_numeric(df["price"], errors="coerce") <= 0)
         if (~keep).any():
@@ -90,16 +91,29 @@ def read_listings(path: str | Path, mapping: dict | None = None, sep: str | None
     for col in ("price", "msrp"):
         if col not in df:
             continue
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = (values.isna() & df[col].notna()) | (values <= 0)
+        given = df[col].astype(str).str.strip() != ""
+        values = pd.to_numeric(df[col].where(given), errors="coerce")
+        bad = (values.isna() & given) | (values <= 0) | np.isinf(values)
         if col == "price" and require_price:
             bad |= values.isna()
         if bad.any():
-            raise DataError(f"{path}: column '{col}' needs positive numbers; bad values in {_rows(bad)}")
+            raise DataError(f"{path}: column '{col}' needs positive finite numbers; bad values in {_rows(bad)}")
         df[col] = values.astype(float)
+    if "msrp" in df and "price" in df:
+        above = df["price"] > df["msrp"]
+        if above.any():  # possible (collectibles, inflation), but worth a look: said, not hidden
+            log.warning("%s: %d listing(s) priced above their msrp (delta < 0), %s", path, int(above.sum()),
+                        _rows(above))
+    for col in df.columns.difference([*COLUMNS, *TEXT_COLUMNS]):  # optional columns that are all numbers
+        if df[col].dtype == object:
+            given = df[col].astype(str).str.strip() != ""
+            numbers = pd.to_numeric(df[col].where(given), errors="coerce")
+            if not (numbers.isna() & given).any():
+                df[col] = numbers
     if "listed_at" in df:
-        dates = pd.to_datetime(df["listed_at"], errors="coerce")
-        bad = dates.isna() & df["listed_at"].notna()
+        given = df["listed_at"].astype(str).str.strip() != ""
+        dates = pd.to_datetime(df["listed_at"].where(given), errors="coerce")
+        bad = dates.isna() & given
         if bad.any():
             raise DataError(f"{path}: column 'listed_at' has unreadable dates in {_rows(bad)}")
         df["listed_at"] = dates
