@@ -77,8 +77,10 @@ def test_sparse_backends_agree_and_auto_skips_faiss():
     X = embed("tfidf_char", pd.DataFrame({"title": [f"produk {i % 37} varian {i}" for i in range(300)]}))
     a = neighbours(X, k=8, backend="sklearn")
     b = neighbours(X, k=8, backend="numpy", chunk=50)
+    c = neighbours(X, k=8, backend="torch", chunk=64)  # sparse CSR x dense query chunks
     np.testing.assert_allclose(a[1], b[1], atol=1e-5)
-    assert choose_backend("auto", sparse=True) in ("cuml", "sklearn")
+    np.testing.assert_allclose(a[1], c[1], atol=1e-5)
+    assert choose_backend("auto", sparse=True) in ("cuml", "torch", "sklearn")
     with pytest.raises(ValueError, match="needs dense input"):
         choose_backend("faiss-cpu", sparse=True)
 

@@ -35,6 +35,19 @@ def test_gpu_knn_matches_faiss_cpu(backend):
     np.testing.assert_allclose(gs[differ], cs[differ], atol=1e-4)
 
 
+def test_torch_sparse_knn_on_cuda_matches_sklearn(real_titles):
+    from utils.matching.embed import embed
+
+    X = embed("tfidf_char", read_postings(real_titles / "test.csv"))
+    gi, gs, used = neighbours(X, k=30, backend="torch")
+    ci, cs, _ = neighbours(X, k=30, backend="sklearn")
+    assert used == "torch"
+    np.testing.assert_allclose(gs, cs, atol=1e-4)
+    differ = gi != ci
+    assert differ.mean() < 0.01
+    np.testing.assert_allclose(gs[differ], cs[differ], atol=1e-4)
+
+
 def test_cudf_loading_matches_pandas(real_titles):
     pytest.importorskip("cudf")
     for name in ("dev.csv", "test.csv"):

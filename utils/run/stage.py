@@ -22,6 +22,21 @@ def setup_logging() -> None:
     logging.getLogger("utils").setLevel(logging.INFO)
 
 
+class Steps:
+    """Seconds per step of a stage, for its metrics.json: call `done(name)` after each step (the time since
+    the previous call, or since creation, is added to that name)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, name: str) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 2)
+        self._last = now
+        return self.seconds[name]
+
+
 def versions() -> dict[str, str]:
     """Python and the versions of the installed packages that matter for reproducing a result."""
     out = {"python": platform.python_version()}
