@@ -78,7 +78,8 @@ def test_truncated_jpeg_is_reported_before_training(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
     raw = (tmp_path / "a.jpg").read_bytes()
     (tmp_path / "b.jpg").write_bytes(raw[: len(raw) * 2 // 3])  # verify() alone passes this one
-    report = check_images(pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg"]}), tmp_path)
+    (tmp_path / "d.jpg").write_bytes(raw + b"appended video data" * 20)  # a motion photo: whole, with a tail
+    report = check_images(pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]}), tmp_path)
     assert report.unreadable == ["b.jpg"] and report.missing == ["c.jpg"]
 
 
@@ -92,6 +93,8 @@ def test_truncated_jpeg_is_reported_before_training(tmp_path):
     (None, ["04_postprocess.min2=maybe"], "04_postprocess.min2: expected bool"),
     (None, ["04_postprocess.fp_weight=-1"], "fp_weight must be 'auto' or a positive number"),
     (None, ["05_stacker.model=catboost"], "model must be lightgbm or xgboost"),
+    (None, ["05_stacker.fp_weight=autox"], "fp_weight must be 'auto' or a positive number"),
+    (None, ["05_stacker.device=tpu"], "device must be auto, cpu or cuda"),
     (None, ["03_knn.precision=fp8"], "precision must be one of"),
     (None, ["01_train_arcface.cv=[texte]"], "cv names ['texte']"),
 ])
@@ -129,8 +132,9 @@ def test_bad_listings_name_column_and_line(tmp_path, body, culprit):
 
 def test_listing_text_na_stays_text_and_price_above_msrp_is_said(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        df = read_listings(write_listings(tmp_path, LISTINGS + "NA,NA,150,100\nN/A,ok,10,100\n"))
+        df = read_listings(write_listings(tmp_path, LISTINGS + "NA,NA,150,100\nN/A,ok,10,NaN\n"))
     assert df["listing_id"].tolist() == ["NA", "N/A"] and df["title"].tolist() == ["NA", "ok"]
+    assert np.isnan(df["msrp"][1])  # a missing number written NaN is missing, not an error
     assert "priced above their msrp" in caplog.text and "line(s) 2" in caplog.text
 
 

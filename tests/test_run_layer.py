@@ -3,6 +3,7 @@ is never stale, atomic stages and one pipeline per run folder."""
 
 import ast
 import json
+import os
 import shutil
 
 import papermill as pm
@@ -156,6 +157,9 @@ def test_cache_atomic_stages_and_failures(tiny_demo, tmp_path):
     assert not (run_dir / ".staging" / "04_postprocess").exists()
     assert statuses(pipeline.run(cfg12, stages=["04_postprocess"])) == {"04_postprocess": "cached"}
     assert (run_dir / "submission.csv").exists()
+    (run_dir / ".staging").mkdir(exist_ok=True)  # a run killed between the two renames of a swap
+    os.replace(run_dir / "04_postprocess", run_dir / ".staging" / "04_postprocess.previous")
+    assert statuses(pipeline.run(cfg12, stages=["04_postprocess"])) == {"04_postprocess": "cached"}
     shutil.rmtree(run_dir / "03_knn")  # a missing upstream output makes the stages below it stale too
     assert statuses(pipeline.run(cfg12)) == {"02_embed": "cached", "03_knn": "ran", "04_postprocess": "ran"}
 

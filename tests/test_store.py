@@ -24,6 +24,15 @@ def test_bad_artifact_names_are_refused(stem):
         ArtifactName.parse(stem)
 
 
+def test_a_dot_in_a_model_name_is_part_of_the_name(tmp_path):
+    store = RunStore(tmp_path, "02_embed")
+    store.save_embedding("train_vit.b16", np.ones((2, 3)), {})
+    store.save_embedding("train_vit", np.zeros((2, 3)), {})
+    (tmp_path / "02_embed" / "metrics.json").write_text("{}")  # other JSON files are no artifacts
+    assert sorted(n.model for n in store.embeddings()) == ["vit", "vit.b16"]
+    assert store.load_embedding("train_vit.b16")[0].sum() == 6
+
+
 def test_staging_folder_receives_the_running_stage_only(tmp_path):
     run, staging = tmp_path / "run", tmp_path / "staging"
     store = RunStore(run, "03_knn", staging)

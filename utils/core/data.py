@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from dataclasses import dataclass, field
@@ -59,15 +60,20 @@ def check_text_file(path: str | Path, what: str = "file") -> Path:
         raise DataError(f"{path}: is a folder, expected a {what}")
     if not path.is_file():
         raise DataError(f"{path}: {what} not found")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{path}: empty {what} ({len(raw)} bytes)")
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                        "save the file as UTF-8") from None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines, offset, content = 1, 0, False
+    with open(path, "rb") as f:  # in blocks: a large listings file is not read into memory at once
+        for block in iter(lambda: f.read(1 << 22), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                at = max(0, min(e.start, len(block) - 1))
+                line = lines + block[:at].count(b"\n")
+                raise DataError(f"{path}: line {line} is not UTF-8 text (byte 0x{block[at]:02x} at offset "
+                                f"{offset + at}); save the file as UTF-8") from None
+            lines, offset, content = lines + block.count(b"\n"), offset + len(block), content or bool(block.strip())
+    if not content:
+        raise DataError(f"{path}: empty {what} ({offset} bytes)")
     return path
 
 
@@ -174,19 +180,24 @@ class ImageReport:
 
 
 def image_is_whole(path: Path) -> bool:
-    """PIL can parse the file, and a JPEG ends with its end-of-image marker (`verify` alone passes a
-    truncated JPEG, which then fails mid-run); cheap: no full decode."""
+    """PIL can parse the file, and a JPEG is complete: `verify` alone passes a truncated JPEG, which then fails
+    mid-run. Cheap for the usual file (it ends with the end-of-image marker); a JPEG that does not (truncated,
+    or with data appended, like a phone's motion photo) is decoded to decide."""
     try:
         with Image.open(path) as im:
             fmt = im.format
             im.verify()
-    except Exception:  # PIL raises many types for corrupt files
-        return False
-    if fmt == "JPEG":
+        if fmt != "JPEG":
+            return True
         with open(path, "rb") as f:
             f.seek(max(0, path.stat().st_size - 64))
-            return b"\xff\xd9" in f.read()
-    return True
+            if f.read().rstrip(b"\x00").endswith(b"\xff\xd9"):
+                return True
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # PIL raises many types for corrupt files
+        return False
 
 
 def check_images(df: pd.DataFrame, folder: str | Path, verify: bool = True) -> ImageReport:

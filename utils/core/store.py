@@ -15,6 +15,7 @@ into a staging folder (`out_dir`), which the pipeline swaps in only when the sta
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .io import atomic_path, read_json, write_json, write_npy, write_npz
 from .paths import EDA, EMBED, KNN, POSTPROCESS, STACKER, TRAIN, VALUATION  # noqa: F401  (re-exported for notebooks)
 
 SPLITS = ("train", "test")
+STAMP = ".fingerprint.json"  # the pipeline's record of a stage's last successful run, in its folder
 _NAME = re.compile(r"^(?P<split>train|test)_(?P<model>[^@/]+?)(?:@fold(?P<fold>\d+))?$")
 
 Embedding = np.ndarray | sp.csr_matrix
@@ -97,34 +99,38 @@ class RunStore:
     def embeddings(self, split: str | None = None) -> list[ArtifactName]:
         """Every embedding artifact written by 02_embed (a sidecar with its array beside it)."""
         folder = self._existing(EMBED)
-        stems = sorted(p.with_suffix("") for p in folder.glob("*.json")
-                       if p.with_suffix(".npy").exists() or p.with_suffix(".npz").exists())
-        names = [ArtifactName.parse(s.name) for s in stems]
-        return [n for n in names if split is None or n.split == split]
+        stems = [p.name.removesuffix(".json") for p in sorted(folder.glob("*.json"))]
+        names = [ArtifactName.parse(stem) for stem in stems if _NAME.match(stem)]  # not metrics, stamps
+        return [n for n in names if self.has_embedding(n) and (split is None or n.split == split)]
+
+    def _embedding_files(self, name: ArtifactName | str) -> dict[str, Path]:
+        """The sidecar and the two possible array files (names are built whole: a model may contain a dot)."""
+        stem = _name(name).stem
+        return {ext: self.dir(EMBED) / f"{stem}.{ext}" for ext in ("json", "npy", "npz")}
 
     def has_embedding(self, name: ArtifactName | str) -> bool:
-        return (self.dir(EMBED) / f"{_name(name).stem}.json").exists()
+        files = self._embedding_files(name)
+        return files["json"].exists() and (files["npy"].exists() or files["npz"].exists())
 
     def save_embedding(self, name: ArtifactName | str, X: Embedding, meta: dict) -> Path:
         """Write the array (`.npy` dense, `.npz` sparse CSR, float32) and its sidecar; returns the array path."""
-        stem = self.dir(EMBED) / _name(name).stem
-        stem.parent.mkdir(parents=True, exist_ok=True)
+        files = self._embedding_files(name)
+        files["json"].parent.mkdir(parents=True, exist_ok=True)
         if sp.issparse(X):
-            path = stem.with_suffix(".npz")
+            path = files["npz"]
             with atomic_path(path) as tmp:
                 sp.save_npz(tmp, sp.csr_matrix(X, dtype=np.float32))
         else:
-            path = write_npy(stem.with_suffix(".npy"), np.ascontiguousarray(X, dtype=np.float32))
-        write_json(stem.with_suffix(".json"), {**meta, "rows": X.shape[0], "dim": X.shape[1],
-                                               "sparse": sp.issparse(X)})
+            path = write_npy(files["npy"], np.ascontiguousarray(X, dtype=np.float32))
+        write_json(files["json"], {**meta, "rows": X.shape[0], "dim": X.shape[1], "sparse": sp.issparse(X)})
         return path
 
     def load_embedding(self, name: ArtifactName | str) -> tuple[Embedding, dict]:
-        stem = self.dir(EMBED) / _name(name).stem
-        if not stem.with_suffix(".json").exists():
-            raise FileNotFoundError(f"{stem}.json: no embedding {_name(name).stem}; run 02_embed with that model")
-        meta = read_json(stem.with_suffix(".json"))
-        X = sp.load_npz(stem.with_suffix(".npz")).tocsr() if meta["sparse"] else np.load(stem.with_suffix(".npy"))
+        files = self._embedding_files(name)
+        if not self.has_embedding(name):
+            raise FileNotFoundError(f"{files['json']}: no embedding {_name(name).stem}; run 02_embed with that model")
+        meta = read_json(files["json"])
+        X = sp.load_npz(files["npz"]).tocsr() if meta["sparse"] else np.load(files["npy"])
         return X, meta
 
     def split_embeddings(self, split: str, models: list[str]) -> dict[str, tuple[Embedding, dict]]:
@@ -164,9 +170,20 @@ class RunStore:
         path = self.dir(stage) / "metrics.json"
         return read_json(path) if path.exists() else {}
 
+    def stamp(self, stage: str) -> dict:
+        """What the pipeline recorded of a stage's last successful run (fingerprint, run id); {} if none."""
+        path = self.dir(stage) / STAMP
+        return read_json(path) if path.exists() and (self.dir(stage) / "metrics.json").exists() else {}
+
     def submission_path(self, stage: str | None = None) -> Path:
         """A stage's `submission.csv`, or the run's published one (`stage=None`)."""
         return (self.dir(stage) if stage else self.run_dir) / "submission.csv"
+
+    def publish_submission(self, stage: str) -> Path:
+        """Copy a stage's submission to `<run_dir>/submission.csv` (atomically)."""
+        with atomic_path(self.submission_path()) as tmp:
+            shutil.copyfile(self.submission_path(stage), tmp)
+        return self.submission_path()
 
     # checkpoints (01_train_arcface): <model>/best.pt, or <model>/fold<k>/best.pt and <model>/full/best.pt with cv
     def checkpoint_dir(self, model: str, fold: int | str | None = None) -> Path:

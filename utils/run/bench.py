@@ -100,6 +100,7 @@ def bench_inference(config: str, overrides: list[str], limit_mb: float, stages: 
     """
     from utils.core.io import read_json, write_json
     from utils.core.paths import OUTPUTS, RUNS
+    from utils.core.store import RunStore
 
     from .pipeline import ensure_data, load_config, run
 
@@ -114,7 +115,7 @@ def bench_inference(config: str, overrides: list[str], limit_mb: float, stages: 
     result: dict = {}
     for stage in stages or list(cfg["stages"]):
         (r,) = run(cfg, [stage], force=True)
-        m = read_json(run_dir / stage / "metrics.json")
+        m = RunStore(run_dir).metrics(stage)
         by_stage[stage] = {"stage": stage, "seconds": r["seconds"], "peak_rss_mb": m.get("peak_rss_mb"),
                            "metric": r["metric"], "value": r["value"], "measured": time.strftime("%Y-%m-%d %H:%M")}
         result = _inference_summary(config, run_dir, [by_stage[s] for s in cfg["stages"] if s in by_stage],
@@ -125,8 +126,10 @@ def bench_inference(config: str, overrides: list[str], limit_mb: float, stages: 
 
 def _inference_summary(config: str, run_dir: Path, stages: list[dict], gen_seconds: float, limit_mb: float) -> dict:
     """Totals over the recorded stages: inference seconds (02 onwards) and the peak RSS of any stage."""
+    from utils.core.store import RunStore
+
     inference = [s for s in stages if s["stage"] not in ("00_eda", "01_train_arcface")]
-    submission = run_dir / "submission.csv"
+    submission = RunStore(run_dir).submission_path()
     test_rows = None
     if submission.exists():
         with open(submission, encoding="utf-8") as f:

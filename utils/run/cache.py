@@ -1,9 +1,10 @@
 """When a stage is up to date: a fingerprint of everything it depends on, and one run at a time per run folder.
 
-The fingerprint hashes the notebook, the parameters, the size and mtime of the input files and folders
-they name, the run ids of the upstream stages' last successful runs (so a re-run upstream, even with the
-same fingerprint under `--force`, re-runs everything below it) and the source of every `utils` module
-the notebook imports, followed transitively (so editing `utils/matching/decide.py` re-runs 04 and 05).
+The fingerprint hashes the notebook, the parameters, the size and mtime of the input files they name and of
+the files in the folders they name, the run ids of the upstream stages' last successful runs (so a re-run
+upstream, even with the same fingerprint under `--force`, re-runs everything below it) and the source of
+every `utils` module the notebook imports, followed transitively (so editing `utils/matching/postprocess.py`
+re-runs 04 and 05).
 """
 
 from __future__ import annotations
@@ -86,21 +87,36 @@ def notebook_sources(notebook: Path) -> list[Path]:
     return sorted(files)
 
 
+def _strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) and value else []
+
+
 def _file_state(value: str) -> str | None:
-    p = Path(value)
+    """Size and mtime of a named file, or of every file in a named folder (an image edited in place counts)."""
+    p = Path(value) if Path(value).is_absolute() else ROOT / value
     try:
-        st = p.stat()
+        if p.is_file():
+            st = p.stat()
+            return f"{value}:{st.st_size}:{st.st_mtime_ns}"
+        if p.is_dir():
+            entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(p) if e.is_file())
+            return f"{value}:" + hashlib.sha256(repr(entries).encode()).hexdigest()
     except OSError:
         return None
-    return f"{value}:{st.st_size if p.is_file() else 'dir'}:{st.st_mtime_ns}"
+    return None
 
 
 def fingerprint(notebook: Path, params: dict, upstream: dict[str, str]) -> str:
     """Hash of the notebook, parameters, named input files / folders, upstream run ids and imported sources."""
     h = hashlib.sha256(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
-    # the run folder itself is followed through the upstream run ids: its mtime changes with every stage
-    for value in sorted(v for k, v in params.items() if isinstance(v, str) and v and k != "run_dir"):
+    # paths anywhere in the parameters (nested too: checkpoints, weights), relative ones from the project root;
+    # the run folder itself is followed through the upstream run ids (its mtime changes with every stage)
+    for value in sorted(set(_strings({k: v for k, v in params.items() if k != "run_dir"}))):
         state = _file_state(value)
         if state:
             h.update(state.encode())

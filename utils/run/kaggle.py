@@ -41,8 +41,8 @@ def slug(text: str) -> str:
 def kaggle_path(value, inputs_root: Path, field: str, kaggle_input: str = KAGGLE_INPUT):
     """Map local paths under `inputs/` to `/kaggle/input/` inside strings, lists and dicts (recursively).
 
-    Relative strings starting with `inputs/` and absolute paths under the project's inputs folder are
-    mapped; `{run_dir}` templates stay; any other existing local path is an error naming the field.
+    Paths under the project's inputs folder (relative to the project root, `..` resolved, or absolute) are
+    mapped; `{run_dir}` templates and other settings stay; any other local path is an error naming the field.
     """
     if isinstance(value, dict):
         return {k: kaggle_path(v, inputs_root, f"{field}.{k}", kaggle_input) for k, v in value.items()}
@@ -50,7 +50,8 @@ def kaggle_path(value, inputs_root: Path, field: str, kaggle_input: str = KAGGLE
         return [kaggle_path(v, inputs_root, field, kaggle_input) for v in value]
     if not isinstance(value, str) or not value or value.startswith(("{run_dir}", kaggle_input)):
         return value
-    if "/" not in value and not Path(value).exists():  # a plain setting ("auto", "lightgbm"), not a path
+    looks_local = value.startswith(("inputs/", "/", "./", "../")) or (inputs_root.parent / value).exists()
+    if not looks_local:  # a setting ("auto", "lightgbm") or a hub name ("hf-hub:timm/...")
         return value
     # relative paths are relative to the project root (inputs/...); ".." is resolved before the check
     p = Path(os.path.normpath(value if Path(value).is_absolute() else inputs_root.parent / value))

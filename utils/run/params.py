@@ -34,6 +34,11 @@ def _knn_backend(name: str, value: str) -> None:
         raise ConfigError(f"{name} must be one of {['auto', *AVAILABLE]}, got {value!r}")
 
 
+def _fp_weight(value: float | str) -> None:
+    if value != "auto" and (isinstance(value, str) or not value > 0):
+        raise ConfigError(f"fp_weight must be 'auto' or a positive number, got {value!r}")
+
+
 def _positive(name: str, value: int, least: int = 1) -> None:
     if value < least:
         raise ConfigError(f"{name} must be at least {least}, got {value}")
@@ -83,6 +88,7 @@ class EmbedParams(RunParams):
     train_images: str = "inputs/demo/train_images"
     test_images: str = "inputs/demo/test_images"
     use_images: bool = True
+    amp: bool = True
 
 
 @dataclass
@@ -155,9 +161,7 @@ class PostprocessParams(RunParams):
     def __post_init__(self) -> None:
         if self.fusion not in (None, "mean", "max", "prod", "prob_union"):
             raise ConfigError(f"fusion must be mean, max, prod, prob_union or null, got {self.fusion!r}")
-        if isinstance(self.fp_weight, str) and self.fp_weight != "auto" or not isinstance(self.fp_weight, str) \
-                and not self.fp_weight > 0:
-            raise ConfigError(f"fp_weight must be 'auto' or a positive number, got {self.fp_weight!r}")
+        _fp_weight(self.fp_weight)
         _positive("n_folds", self.n_folds, 2)
         _knn_backend("knn_backend", self.knn_backend)
 
@@ -187,9 +191,15 @@ class StackerParams(RunParams):
     def __post_init__(self) -> None:
         _positive("k", self.k, 2)
         _positive("n_estimators", self.n_estimators)
+        _positive("num_leaves", self.num_leaves, 2)
         _positive("n_folds", self.n_folds, 2)
+        _fp_weight(self.fp_weight)
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.model not in ("lightgbm", "xgboost"):
             raise ConfigError(f"model must be lightgbm or xgboost, got {self.model!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
 
 @dataclass

@@ -23,9 +23,11 @@ from pathlib import Path
 import papermill as pm
 import yaml
 
-from utils.core.io import read_json, write_json
+from utils.core.data import DataError
+from utils.core.io import write_json
 from utils.core.paths import ROOT, RUNS
 from utils.core.progress import ENV as PROGRESS_ENV
+from utils.core.store import STAMP, RunStore
 
 from . import params as schemas
 from .cache import RunLocked, fingerprint, run_lock
@@ -38,7 +40,6 @@ PATH_KEYS = ("train_csv", "test_csv", "test_labels_csv", "train_images", "test_i
 DATA_KEYS = (*PATH_KEYS, "images", "generate", "public_test")
 # paths a stage may run without ("" then): labels for scoring, the EDA's reference, images of a text-only set
 OPTIONAL_PATHS = ("test_labels_csv", "reference_csv", "train_images", "test_images")
-STAMP = ".fingerprint.json"
 STAGING = ".staging"
 
 
@@ -168,9 +169,11 @@ def public_test_guard(data: dict, run_dir: Path) -> dict:
         raise ConfigError(f"data.public_test.holdout must be in (0, 1), got {holdout}")
     folds = assign_folds(train, n_splits=max(2, round(1 / holdout)), seed=int(guard.get("seed", 0)))
     out = run_dir / "data"
-    write_csv(out / "train.csv", train[folds != 0])
-    write_csv(out / "test.csv", train[folds == 0].drop(columns="label_group"))
-    write_csv(out / "test_solution.csv", train[folds == 0])
+    for name, frame in (("train.csv", train[folds != 0]), ("test.csv", train[folds == 0].drop(columns="label_group")),
+                        ("test_solution.csv", train[folds == 0])):
+        path = out / name
+        if not path.exists() or path.read_text(encoding="utf-8") != frame.to_csv(index=False):
+            write_csv(path, frame)  # rewritten only when it changes: its mtime is part of every fingerprint
     print(f"[data] {test_csv} has {n_test} rows (public test): CV on {int((folds == 0).sum())} held-out train rows "
           f"instead, written to {out}", flush=True)
     return {**data, "train_csv": str(out / "train.csv"), "test_csv": str(out / "test.csv"),
@@ -200,11 +203,6 @@ def stage_parameters(cfg: dict, name: str, run_dir: Path) -> dict:
     params.update({k: v for k, v in (cfg.get("params") or {}).items() if k in declared})
     params.update(cfg["stages"].get(name) or {})
     return params
-
-
-def _stamp(run_dir: Path, name: str) -> dict:
-    path = run_dir / name / STAMP
-    return read_json(path) if path.exists() and (run_dir / name / "metrics.json").exists() else {}
 
 
 @contextmanager
@@ -248,15 +246,22 @@ def run_stage(name: str, params: dict, run_dir: Path, stamp: dict, verbose: bool
             pm.execute_notebook(str(stage(name).notebook), str(staged_nb), cwd=str(ROOT), kernel_name="python3",
                                 parameters={**params, "out_dir": str(staging)}, progress_bar=False,
                                 log_output=verbose, on_notebook_start=forget, **quiet)
-    except pm.PapermillExecutionError as e:
+    except BaseException as e:  # a failing cell, a dead kernel, Ctrl-C: the last good outputs stay
         failed_nb = notebooks / f"{name}.failed.ipynb"
-        os.replace(staged_nb, failed_nb)
+        if staged_nb.exists():
+            os.replace(staged_nb, failed_nb)
         shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(e, Exception):
+            raise
         kept = f"the last good outputs in {final} are kept" if final.is_dir() else "it has no earlier outputs"
-        raise StageFailed(f"stage {name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); the executed "
-                          f"notebook with the error is {failed_nb}; {kept}") from None
+        where = (f"in cell {e.exec_count} ({e.ename}: {e.evalue})" if isinstance(e, pm.PapermillExecutionError)
+                 else f"({type(e).__name__}: {e})")
+        raise StageFailed(f"stage {name} failed {where}; the executed notebook is {failed_nb}; {kept}") from None
     if not (staging / "metrics.json").exists():
-        raise StageFailed(f"stage {name} finished without writing metrics.json (the stage contract)")
+        os.replace(staged_nb, notebooks / f"{name}.failed.ipynb")
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StageFailed(f"stage {name} finished without writing metrics.json (the stage contract); the executed "
+                          f"notebook is {notebooks / f'{name}.failed.ipynb'}")
     write_json(staging / STAMP, {**stamp, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     old = staging_root / f"{name}.previous"
     shutil.rmtree(old, ignore_errors=True)
@@ -271,10 +276,8 @@ def run_stage(name: str, params: dict, run_dir: Path, stamp: dict, verbose: bool
 
 
 def key_metric(run_dir: Path, stage: str) -> tuple[str, object]:
-    path = run_dir / stage / "metrics.json"
-    if not path.exists():
-        return "", ""
-    m = read_json(path)
+    """The headline figure a stage named in its metrics.json, for the summary table."""
+    m = RunStore(run_dir).metrics(stage)
     key = m.get("key_metric")
     value = m.get(key, "")
     return key or "", round(value, 4) if isinstance(value, float) else value
@@ -291,6 +294,9 @@ def run(cfg: dict, stages: list[str] | None = None, force: bool = False, verbose
             raise ConfigError(f"--stages {sorted(bad)} not in this config's chain {chain}")
         chain = [s for s in chain if s in stages]
     with run_lock(run_dir):
+        for previous in (run_dir / STAGING).glob("*.previous"):  # a run killed in the middle of a swap
+            if not (run_dir / previous.name.removesuffix(".previous")).exists():
+                os.replace(previous, run_dir / previous.name.removesuffix(".previous"))
         shutil.rmtree(run_dir / STAGING, ignore_errors=True)  # left by a killed run: staged outputs, kernel files
         try:
             summary = _run_chain(cfg, chain, run_dir, force, verbose)
@@ -307,9 +313,9 @@ def _run_chain(cfg: dict, chain: list[str], run_dir: Path, force: bool, verbose:
     for n, name in enumerate(chain, 1):
         prefix = f"[{n}/{len(chain)}] {name}"
         params = stage_parameters(cfg, name, run_dir)
-        upstream = {r: _stamp(run_dir, r).get("run_id", "absent") for r in stage(name).reads}
+        upstream = {r: RunStore(run_dir).stamp(r).get("run_id", "absent") for r in stage(name).reads}
         fp = fingerprint(stage(name).notebook, params, upstream)
-        if not force and _stamp(run_dir, name).get("fingerprint") == fp:
+        if not force and RunStore(run_dir).stamp(name).get("fingerprint") == fp:
             print(f"{prefix}: up to date, skipped (use --force to re-run)", flush=True)
             summary.append({"stage": name, "status": "cached", "seconds": 0.0, **_metric(run_dir, name)})
             continue
@@ -332,13 +338,10 @@ def _metric(run_dir: Path, stage: str) -> dict:
 
 def _publish_submission(run_dir: Path, chain: list[str]) -> None:
     """Copy the last stage's submission.csv to `<run_dir>/submission.csv`."""
+    store = RunStore(run_dir)
     for name in reversed(chain):
-        src = run_dir / name / "submission.csv"
-        if src.exists():
-            tmp = run_dir / ".submission.csv.tmp"
-            shutil.copyfile(src, tmp)
-            tmp.replace(run_dir / "submission.csv")
-            print(f"submission: {run_dir / 'submission.csv'} (from {name})", flush=True)
+        if store.submission_path(name).exists():
+            print(f"submission: {store.publish_submission(name)} (from {name})", flush=True)
             return
 
 
@@ -369,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         rows = run(cfg, args.stages.split(",") if args.stages else None, force=args.force, verbose=args.verbose)
-    except (ConfigError, RunLocked, FileNotFoundError) as e:
+    except (ConfigError, DataError, RunLocked, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except StageFailed as e:

@@ -149,7 +149,7 @@ def encode(encoder: nn.Module, df: pd.DataFrame, images_dir: str | Path | None, 
 
 def evaluate(encoder: nn.Module, df: pd.DataFrame, images_dir, cfg: TrainConfig) -> tuple[float, float]:
     """Best-threshold F1 of the encoder on `df` (rows matched among themselves) and that threshold."""
-    X = encode(encoder, df, images_dir, cfg.image_size, device=cfg.device, desc="validate")
+    X = encode(encoder, df, images_dir, cfg.image_size, device=cfg.device, desc="validate", amp=cfg.amp)
     idx, sims, _ = neighbours(X, k=min(50, len(df)), backend="auto")
     curve = f1_curve(idx, sims, df["label_group"].to_numpy())
     best = int(np.argmax(curve))
@@ -299,7 +299,7 @@ def train_cv(cfg: TrainConfig, df: pd.DataFrame, images_dir, out_dir: str | Path
 
 
 def embed_split(folder: str | Path, name: str, split: str, df: pd.DataFrame, images_dir, store: RunStore,
-                batch_size: int = 128) -> list[Path]:
+                batch_size: int = 128, amp: bool = True) -> list[Path]:
     """Embed one split with a trained model folder; writes embedding artifacts to the store, returns their paths.
 
     Test rows use the full (or single) model. Train rows use the fold models when there are some:
@@ -313,14 +313,14 @@ def embed_split(folder: str | Path, name: str, split: str, df: pd.DataFrame, ima
         log.warning("%s: %s model skipped (dataset without images)", name, cfg.modality)
         return []
     if split == "test" or not ckpts["folds"]:
-        X = encode(encoder, df, images_dir, cfg.image_size, batch_size, desc=f"{name} {split}")
+        X = encode(encoder, df, images_dir, cfg.image_size, batch_size, desc=f"{name} {split}", amp=amp)
         meta = {"model": name, "checkpoint": str(ckpts["test"]), "split": split, "in_sample": split == "train"}
         return [store.save_embedding(ArtifactName(split, name), X, meta)]
     folds = assign_folds(df, cfg.n_folds, cfg.seed)
     paths = []
     for k, path in ckpts["folds"].items():
         enc_k, cfg_k = load_encoder(path)
-        X = encode(enc_k, df, images_dir, cfg_k.image_size, batch_size, desc=f"{name} fold {k}")
+        X = encode(enc_k, df, images_dir, cfg_k.image_size, batch_size, desc=f"{name} fold {k}", amp=amp)
         meta = {"model": name, "checkpoint": str(path), "split": split, "oof_fold": k,
                 "fold_rows": np.flatnonzero(folds == k).tolist()}
         paths.append(store.save_embedding(ArtifactName(split, name, k), X, meta))

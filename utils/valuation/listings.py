@@ -20,6 +20,8 @@ TEXT_COLUMNS = ("title", "description", "category", "brand", "condition", "locat
 COLUMNS = ("listing_id", "title", "description", "category", "brand", "condition", "msrp", "price", "location",
            "listed_at", "image")
 _SHOW = 10
+# how a missing number is written in the datasets we map (pandas' own NA words); text columns keep them as text
+MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "-"})
 
 
 def _rows(mask: pd.Series) -> str:
@@ -91,7 +93,7 @@ def read_listings(path: str | Path, mapping: dict | None = None, sep: str | None
     for col in ("price", "msrp"):
         if col not in df:
             continue
-        given = df[col].astype(str).str.strip() != ""
+        given = ~df[col].astype(str).str.strip().isin(MISSING)
         values = pd.to_numeric(df[col].where(given), errors="coerce")
         bad = (values.isna() & given) | (values <= 0) | np.isinf(values)
         if col == "price" and require_price:
@@ -106,12 +108,12 @@ def read_listings(path: str | Path, mapping: dict | None = None, sep: str | None
                         _rows(above))
     for col in df.columns.difference([*COLUMNS, *TEXT_COLUMNS]):  # optional columns that are all numbers
         if df[col].dtype == object:
-            given = df[col].astype(str).str.strip() != ""
+            given = ~df[col].astype(str).str.strip().isin(MISSING)
             numbers = pd.to_numeric(df[col].where(given), errors="coerce")
             if not (numbers.isna() & given).any():
                 df[col] = numbers
     if "listed_at" in df:
-        given = df["listed_at"].astype(str).str.strip() != ""
+        given = ~df["listed_at"].astype(str).str.strip().isin(MISSING)
         dates = pd.to_datetime(df["listed_at"].where(given), errors="coerce")
         bad = dates.isna() & given
         if bad.any():
