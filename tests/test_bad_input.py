@@ -148,6 +148,19 @@ def test_listings_encoding_and_empty_file(tmp_path):
         read_listings(path)
 
 
+# ---- generators ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, culprit", [
+    (["shopee", "--groups", "2"], "need at least 4 groups"),
+    (["shopee", "--groups", "40", "--test-share", "1.5"], "--test-share must be between 0 and 1"),
+    (["market", "--n", "50", "--defect-rate", "-1"], "--defect-rate must be between 0 and 1"),
+])
+def test_generator_command_line_refuses_impossible_sizes(tmp_path, capsys, args, culprit):
+    from utils.synth.__main__ import main as synth_main
+
+    assert synth_main([args[0], "--out", str(tmp_path / "d"), *args[1:]]) == 2
+    assert culprit in capsys.readouterr().err
+
+
 # ---- Kaggle builder ------------------------------------------------------------------------------------------
 def test_kaggle_out_naming_a_file_exits_2(tmp_path, capsys):
     target = tmp_path / "file.txt"

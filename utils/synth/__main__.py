@@ -23,6 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("--defect-rate", type=float, default=0.45, help="share of listings with a defect")
     mk.add_argument("--noise-sd", type=float, default=0.03, help="noise added to the true delta")
     args = ap.parse_args(argv)
+    try:
+        return _generate(args)
+    except ValueError as e:  # impossible sizes and shares: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _generate(args: argparse.Namespace) -> int:
+    shares = {"--test-share": getattr(args, "test_share", 0.5), "--defect-rate": getattr(args, "defect_rate", 0.5)}
+    for flag, value in shares.items():
+        if not 0 < value < 1:
+            raise ValueError(f"{flag} must be between 0 and 1, got {value}")
     t0 = time.perf_counter()
     if args.kind == "market":
         from .market import generate as generate_market
