@@ -109,10 +109,11 @@ def _knn_sklearn(X, k: int, chunk: int):
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(X)
-    starts = list(_chunks(X.shape[0], chunk, "knn sklearn"))
+    starts = range(0, X.shape[0], chunk)
     # query chunks on every core: scipy's sparse products and numpy's selection release the GIL (1.4x on 2 cores)
     with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, len(starts)))) as pool:
-        parts = list(pool.map(lambda s: nn.kneighbors(X[s:s + chunk]), starts))
+        done = pool.map(lambda s: nn.kneighbors(X[s:s + chunk]), starts)
+        parts = list(progress(done, desc="knn sklearn", unit="chunk", leave=False, total=len(starts)))
     dist = np.vstack([d for d, _ in parts])
     return np.vstack([i for _, i in parts]), (1.0 - dist).astype(np.float32)
 
