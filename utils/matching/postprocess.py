@@ -53,15 +53,20 @@ class Fitted:
         return {**self.thresholds.to_dict(), "rules": [vars(r) for r in self.rules], "chisel_slack": self.chisel_slack}
 
 
+def check_fp_weight(setting: float | str) -> None:
+    """A ValueError unless the setting is "auto" or a positive number (checked in configs and at tuning time)."""
+    if setting != "auto" and (isinstance(setting, str) or not setting > 0):
+        raise ValueError(f"fp_weight must be 'auto' or a positive number, got {setting!r}")
+
+
 def fp_weight_for(setting: float | str, n_train: int, n_test: int) -> float:
     """The tuning weight of a false positive: "auto" is test rows / train rows (each row's look-alikes grow
     with the rows searched, its true matches do not), a number is taken as given."""
+    check_fp_weight(setting)
     if setting == "auto":
         if n_train < 1 or n_test < 1:
             raise ValueError(f"fp_weight 'auto' needs rows in both splits, got {n_train} train and {n_test} test")
         return n_test / n_train
-    if isinstance(setting, str) or not setting > 0:
-        raise ValueError(f"fp_weight must be 'auto' or a positive number, got {setting!r}")
     return float(setting)
 
 

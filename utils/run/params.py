@@ -15,7 +15,7 @@ from typing import Any, Union
 
 from utils.core import paths as p
 from utils.matching.knn import AVAILABLE, PRECISIONS
-from utils.matching.postprocess import PostConfig
+from utils.matching.postprocess import PostConfig, check_fp_weight
 from utils.matching.stacker import StackerConfig
 from utils.training.loop import TrainConfig
 
@@ -32,11 +32,6 @@ def _in_unit(name: str, value: float | None) -> None:
 def _knn_backend(name: str, value: str) -> None:
     if value not in ("auto", *AVAILABLE):
         raise ConfigError(f"{name} must be one of {['auto', *AVAILABLE]}, got {value!r}")
-
-
-def _fp_weight(value: float | str) -> None:
-    if value != "auto" and (isinstance(value, str) or not value > 0):
-        raise ConfigError(f"fp_weight must be 'auto' or a positive number, got {value!r}")
 
 
 def _positive(name: str, value: int, least: int = 1) -> None:
@@ -161,7 +156,7 @@ class PostprocessParams(RunParams):
     def __post_init__(self) -> None:
         if self.fusion not in (None, "mean", "max", "prod", "prob_union"):
             raise ConfigError(f"fusion must be mean, max, prod, prob_union or null, got {self.fusion!r}")
-        _fp_weight(self.fp_weight)
+        check_fp_weight(self.fp_weight)
         _positive("n_folds", self.n_folds, 2)
         _knn_backend("knn_backend", self.knn_backend)
 
@@ -193,7 +188,7 @@ class StackerParams(RunParams):
         _positive("n_estimators", self.n_estimators)
         _positive("num_leaves", self.num_leaves, 2)
         _positive("n_folds", self.n_folds, 2)
-        _fp_weight(self.fp_weight)
+        check_fp_weight(self.fp_weight)
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.model not in ("lightgbm", "xgboost"):
