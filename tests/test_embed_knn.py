@@ -78,11 +78,29 @@ def test_sparse_backends_agree_and_auto_skips_faiss():
     a = neighbours(X, k=8, backend="sklearn")
     b = neighbours(X, k=8, backend="numpy", chunk=50)
     c = neighbours(X, k=8, backend="torch", chunk=64)  # sparse CSR x dense query chunks
-    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
-    np.testing.assert_allclose(a[1], c[1], atol=1e-5)
-    assert choose_backend("auto", sparse=True) in ("cuml", "torch", "sklearn")
+    d = neighbours(X, k=8, backend="sparse-topn", chunk=64)  # sparse x sparse-transpose, top k kept while multiplying
+    for other in (b, c, d):
+        np.testing.assert_allclose(a[1], other[1], atol=1e-5)
+    recomputed = np.asarray(X[np.repeat(np.arange(300), 8)].multiply(X[d[0].ravel()]).sum(axis=1)).reshape(300, 8)
+    np.testing.assert_allclose(recomputed, d[1], atol=1e-5)  # the ids carry the listed sims: equal up to ties
+    assert choose_backend("auto", sparse=True) in ("cuml", "torch", "sparse-topn")
     with pytest.raises(ValueError, match="needs dense input"):
         choose_backend("faiss-cpu", sparse=True)
+    with pytest.raises(ValueError, match="needs sparse input"):
+        choose_backend("sparse-topn", sparse=False)
+
+
+def test_sparse_topn_fills_short_rows_with_distinct_zero_rows():
+    # rows sharing no word have fewer than k non-zero neighbours: the list is filled with other rows at 0
+    titles = ["alpha beta", "alpha gamma", "delta", "epsilon", "zeta eta", "theta", "alpha"]
+    X = embed("tfidf_word", pd.DataFrame({"title": titles}))
+    idx, sims, _ = neighbours(X, k=4, backend="sparse-topn")
+    ref_idx, ref_sims, _ = neighbours(X, k=4, backend="numpy")
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-6)
+    assert (idx[:, 0] == np.arange(7)).all()
+    assert all(len(set(r)) == 4 for r in idx.tolist())  # no row twice in a list
+    assert idx[2].tolist() == [2, 0, 1, 3]  # "delta" shares nothing: the lowest other rows, at similarity 0
+    assert set(idx[0, :3].tolist()) == {0, 1, 6} and sims[0, 3] == 0
 
 
 def test_self_first_with_duplicates():

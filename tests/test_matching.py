@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from utils.core.metric import row_scores, score
 from utils.matching.decide import (
     ModelThreshold,
+    PairSpace,
     Thresholds,
     cap,
     combine,
@@ -12,6 +14,7 @@ from utils.matching.decide import (
     phash_matches,
     tune,
     tune_model,
+    union,
 )
 
 # 4 rows; labels: {0,1} and {2,3}. Row 3's nearest other is row 2 at 0.45.
@@ -112,3 +115,35 @@ def test_out_of_fold_tunes_on_other_folds():
     assert 0.5 < f1.mean() <= 1.0 and 0 < precision.mean() <= 1 and 0 < recall.mean() <= 1
     full = tune({"m": (idx, sims)}, labels, phash_exact=False)
     assert score(combine({"m": (idx, sims)}, full), labels).f1 >= f1.mean() - 1e-9
+
+
+def test_pair_space_scores_the_union_like_the_sparse_matrices():
+    # the tuner's pair space must give row_scores of the union of model_matches (+ pHash) exactly
+    rng = np.random.default_rng(1)
+    n, k = 60, 6
+    labels = rng.integers(0, 15, n)
+    neigh = {}
+    for m in ("a", "b"):
+        idx = np.concatenate([np.arange(n)[:, None], rng.integers(0, n, (n, k - 1))], axis=1).astype(np.int32)
+        sims = np.concatenate([np.ones((n, 1)), np.sort(rng.random((n, k - 1)), axis=1)[:, ::-1]], axis=1)
+        neigh[m] = (idx, sims.astype(np.float32))
+    phash = rng.integers(0, 40, n).astype(str)
+    rows = np.flatnonzero(rng.random(n) < 0.6)
+    rules = {"a": ModelThreshold(0.55, 0.3), "b": ModelThreshold(0.7)}
+    fixed = [phash_matches(phash)]
+    space = PairSpace(neigh, labels, fixed, rows, fp_weight=1.7)
+    matched = np.logical_or.reduce([space.fixed, *(space.matched(m, t) for m, t in rules.items())])
+    union_matrix = union([model_matches(*neigh[m], t) for m, t in rules.items()] + fixed)
+    assert space.f1(matched) == pytest.approx(row_scores(union_matrix, labels, 1.7)[0][rows].mean(), abs=1e-12)
+    # the incremental scan over one model's thresholds gives the same figures
+    others = space.fixed | space.matched("b", rules["b"])
+    cands = [ModelThreshold(t, 0.3) for t in (0.3, 0.55, 0.9)]
+    direct = [space.f1(others | space.matched("a", c)) for c in cands]
+    np.testing.assert_allclose(space.f1_varying(others, "a", cands), direct, atol=1e-12)
+
+
+def test_cap_ties_keep_column_order():
+    m = sp.csr_matrix(np.array([[0.0, 0.5, 0.5, 0.5, 0.9], [0.2, 1.0, 0.0, 0.0, 0.0]] + [[0] * 5] * 3))
+    capped = cap(m, 3)
+    assert as_sets(capped)[0] == {0, 4, 1} and as_sets(capped)[1] == {1, 0}
+    assert capped[0, 0] == 1.0 and capped[0, 4] == 0.9

@@ -130,3 +130,18 @@ def test_fp_weight_for_test_size():
             pp.fp_weight_for(bad, 1500, 3000)
     with pytest.raises(ValueError, match="rows in both splits"):
         pp.fp_weight_for("auto", 0, 3000)
+
+
+def test_inb_blends_only_the_models_it_names():
+    rng = np.random.default_rng(0)
+    X = {m: rng.standard_normal((40, 8)).astype(np.float32) for m in ("a", "b")}
+    X = {m: x / np.linalg.norm(x, axis=1, keepdims=True) for m, x in X.items()}
+    from utils.matching.knn import neighbours
+
+    neigh = {m: neighbours(x, k=10)[:2] for m, x in X.items()}
+    cfg = pp.PostConfig(models=["a", "b"], inb={"rounds": 1, "threshold": 0.3, "models": ["b"]}, k=10)
+    out = pp.prepare(X, neigh, cfg)
+    assert out["a"][0] is neigh["a"][0]  # not named: 03's neighbours as they were
+    assert not np.array_equal(out["b"][1], neigh["b"][1])  # blended and searched again
+    with pytest.raises(KeyError, match="inb.models names"):
+        pp.prepare(X, neigh, pp.PostConfig(models=["a"], inb={"models": ["c"]}, k=10))

@@ -111,3 +111,16 @@ def test_stacker_end_to_end_deterministic(real_titles):
     clf = st.make_classifier(cfg).fit(X, y)
     np.testing.assert_allclose(st.predict_pairs(clf, features, rows, cols, chunk=97),
                                clf.predict_proba(X)[:, 1], rtol=1e-6)
+
+
+def test_training_sample_keeps_positives_and_reweights_negatives():
+    y = np.array([1] * 10 + [0] * 990)
+    kept, weight = st.training_sample(y, 110, seed=0)
+    assert set(np.flatnonzero(y == 1)) <= set(kept.tolist())
+    rate = 100 / 990
+    assert 60 < (y[kept] == 0).sum() < 140 and np.allclose(weight[y[kept] == 0], 1 / rate)
+    assert (weight[y[kept] == 1] == 1).all()
+    kept, weight = st.training_sample(y, None)
+    assert len(kept) == 1000 and (weight == 1).all()
+    with pytest.raises(ValueError, match="no room for negatives"):
+        st.training_sample(y, 10)

@@ -37,11 +37,12 @@ def blend(X, W: sp.csr_matrix):
     return normalize(Y, copy=False) if sp.issparse(Y) else normalize(np.asarray(Y)).astype(np.float32)
 
 
-def iterate(X, rounds: int = 1, k: int = 50, threshold: float | None = 0.5, qe_k: int | None = None,
-            alpha: float = 1.0, backend: str = "auto") -> tuple[object, np.ndarray, np.ndarray]:
-    """`rounds` of neighbour search then blending; returns the blended embedding and its neighbours."""
-    idx, sims, _ = neighbours(X, k=k, backend=backend)
+def iterate(X, indices: np.ndarray, sims: np.ndarray, rounds: int = 1, threshold: float | None = 0.5,
+            qe_k: int | None = None, alpha: float = 1.0, backend: str = "auto") -> tuple[object, np.ndarray, np.ndarray]:
+    """`rounds` of blending then a new neighbour search, starting from the neighbours (`indices`, `sims`)
+    already found for X; returns the blended embedding and its neighbours, as deep as `indices`."""
+    k = indices.shape[1]
     for _ in range(rounds):
-        X = blend(X, neighbour_weights(idx, sims, threshold, qe_k, alpha))
-        idx, sims, _ = neighbours(X, k=k, backend=backend)
-    return X, idx, sims
+        X = blend(X, neighbour_weights(indices, sims, threshold, qe_k, alpha))
+        indices, sims, _ = neighbours(X, k=k, backend=backend)
+    return X, indices, sims

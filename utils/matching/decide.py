@@ -105,19 +105,19 @@ def union(parts: list[sp.csr_matrix]) -> sp.csr_matrix:
 
 
 def cap(scores: sp.csr_matrix, max_matches: int = 50) -> sp.csr_matrix:
-    """Keep each row itself and its highest-valued other matches, at most `max_matches` in all."""
-    m = sp.csr_matrix(scores)
+    """Keep each row itself and its highest-valued other matches, at most `max_matches` in all (ties keep the
+    column order), vectorised over rows."""
+    m = sp.csr_matrix(scores, dtype=np.float64, copy=True)
+    m.sum_duplicates()
     m.setdiag(np.inf)  # the row itself sorts first (and is present even if a model dropped it)
-    rows, cols, vals = [], [], []
-    for i in range(m.shape[0]):
-        lo, hi = m.indptr[i], m.indptr[i + 1]
-        keep = np.argsort(-m.data[lo:hi], kind="stable")[:max_matches]
-        rows.append(np.full(len(keep), i))
-        cols.append(m.indices[lo:hi][keep])
-        vals.append(m.data[lo:hi][keep])
-    data = np.concatenate(vals)
+    m.sort_indices()
+    counts = np.diff(m.indptr)
+    row_of = np.repeat(np.arange(m.shape[0]), counts)
+    order = np.lexsort((-m.data, row_of))  # stable: by row, then by descending value, then by column
+    keep = order[np.arange(len(order)) - m.indptr[row_of[order]] < max_matches]
+    data = m.data[keep]
     data[np.isinf(data)] = 1.0
-    return sp.csr_matrix((data, (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+    return sp.csr_matrix((data, (row_of[keep], m.indices[keep])), shape=m.shape)
 
 
 def combine(neigh: dict[str, tuple[np.ndarray, np.ndarray]], th: Thresholds,
@@ -132,42 +132,110 @@ def combine(neigh: dict[str, tuple[np.ndarray, np.ndarray]], th: Thresholds,
     return cap(union(parts), max_matches)
 
 
+def _hits(indices: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cumulative true matches along each of `rows`' neighbour lists."""
+    return np.cumsum(labels[indices[rows]] == labels[rows][:, None], axis=1)
+
+
+def _curve(hits: np.ndarray, sims: np.ndarray, n_true: np.ndarray, grid: np.ndarray, min2_threshold: float | None,
+           fp_weight: float) -> np.ndarray:
+    out = np.empty(len(grid))
+    for g, thr in enumerate(grid):
+        c = _prefix_lengths(sims, ModelThreshold(float(thr), min2_threshold))
+        out[g] = np.mean(weighted_f1(np.take_along_axis(hits, c[:, None] - 1, axis=1)[:, 0], c, n_true, fp_weight))
+    return out
+
+
 def f1_curve(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, grid: np.ndarray = DEFAULT_GRID,
              min2_threshold: float | None = None, rows: np.ndarray | None = None,
              fp_weight: float = 1.0) -> np.ndarray:
     """Mean F1 over `rows` of one model for each threshold of `grid` (vectorised over prefixes);
     `fp_weight` as in `metric.row_scores`."""
     rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
-    idx, s = indices[rows], sims[rows]
-    hits = np.cumsum(labels[idx] == labels[rows][:, None], axis=1)
-    n_true = group_sizes(labels)[rows]
-    out = np.empty(len(grid))
-    for g, thr in enumerate(grid):
-        c = _prefix_lengths(s, ModelThreshold(float(thr), min2_threshold))
-        tp = hits[np.arange(len(rows)), c - 1]
-        out[g] = np.mean(weighted_f1(tp, c, n_true, fp_weight))
-    return out
+    return _curve(_hits(indices, labels, rows), sims[rows], group_sizes(labels)[rows], grid, min2_threshold,
+                  fp_weight)
 
 
 def tune_model(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None,
                grid: np.ndarray = DEFAULT_GRID, min2: bool = True, fp_weight: float = 1.0) -> ModelThreshold:
     """Best threshold on `rows`; with min2, then the best min2 threshold, then the threshold again."""
-    best = ModelThreshold(float(grid[np.argmax(f1_curve(indices, sims, labels, grid, None, rows, fp_weight))]))
+    rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
+    hits, s, n_true = _hits(indices, labels, rows), sims[rows], group_sizes(labels)[rows]
+    best = ModelThreshold(float(grid[np.argmax(_curve(hits, s, n_true, grid, None, fp_weight))]))
     if not min2:
         return best
     lower = grid[grid <= best.threshold]
-    m2 = [np.max(f1_curve(indices, sims, labels, np.array([best.threshold]), float(v), rows, fp_weight))
-          for v in lower]
+    m2 = [_curve(hits, s, n_true, np.array([best.threshold]), float(v), fp_weight)[0] for v in lower]
     best.min2_threshold = float(lower[int(np.argmax(m2))])
-    curve = f1_curve(indices, sims, labels, grid, best.min2_threshold, rows, fp_weight)
-    best.threshold = float(grid[np.argmax(curve)])
+    best.threshold = float(grid[np.argmax(_curve(hits, s, n_true, grid, best.min2_threshold, fp_weight))])
     return best
 
 
-def union_f1(parts: list[sp.csr_matrix], labels: np.ndarray, rows: np.ndarray | None = None,
-             fp_weight: float = 1.0) -> float:
-    f1, _, _ = row_scores(union(parts), labels, fp_weight)
-    return float(f1.mean() if rows is None else f1[rows].mean())
+class PairSpace:
+    """Every candidate pair of the query `rows` (any model's neighbour list or a fixed match matrix), with each
+    model's first position in the row's list, so that the union of thresholded models is scored without
+    building sparse matrices: a pair is model m's match when its position is below m's prefix length.
+    """
+
+    def __init__(self, neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray,
+                 fixed: list[sp.csr_matrix], rows: np.ndarray | None = None, fp_weight: float = 1.0):
+        n = len(labels)
+        self.rows = np.arange(n) if rows is None else np.asarray(rows)
+        self.neigh, self.fp_weight = neigh, fp_weight
+        model_keys = {m: (self.rows.astype(np.int64)[:, None] * n + i[self.rows]).ravel() for m, (i, _) in neigh.items()}
+        fixed_keys = []
+        for f in fixed:
+            sub = sp.csr_matrix(f)[self.rows].tocoo()
+            fixed_keys.append(self.rows[sub.row].astype(np.int64) * n + sub.col)
+        self.keys = np.unique(np.concatenate([*model_keys.values(), *fixed_keys]))
+        local = np.full(n, -1, dtype=np.int64)
+        local[self.rows] = np.arange(len(self.rows))
+        self.row = self.keys // n  # the query row of each pair
+        self.local = local[self.row]
+        self.same = labels[self.row] == labels[self.keys % n]
+        self.fixed = np.zeros(len(self.keys), dtype=bool)
+        for fk in fixed_keys:
+            self.fixed[np.searchsorted(self.keys, np.unique(fk))] = True
+        self.position = {}
+        for m, keys in model_keys.items():
+            k = neigh[m][0].shape[1]
+            uniq, first = np.unique(keys, return_index=True)  # padded lists repeat ids: the first place counts
+            pos = np.full(len(self.keys), k, dtype=np.int32)
+            pos[np.searchsorted(self.keys, uniq)] = first % k
+            self.position[m] = pos
+        self.n_true = group_sizes(labels)[self.rows].astype(np.float64)
+
+    def matched(self, model: str, t: ModelThreshold) -> np.ndarray:
+        """Which pairs `model` matches under `t` (exactly `model_matches`' prefix rule)."""
+        count = np.zeros(len(self.neigh[model][1]), dtype=np.int64)
+        count[self.rows] = _prefix_lengths(self.neigh[model][1][self.rows], t)
+        return self.position[model] < count[self.row]
+
+    def f1(self, matched: np.ndarray) -> float:
+        """Mean weighted F1 over the query rows of the matched pairs."""
+        tp = np.bincount(self.local[matched & self.same], minlength=len(self.rows))
+        pred = np.bincount(self.local[matched], minlength=len(self.rows))
+        return float(np.mean(weighted_f1(tp, pred, self.n_true, self.fp_weight)))
+
+    def f1_varying(self, fixed: np.ndarray, model: str, candidates: list[ModelThreshold]) -> np.ndarray:
+        """Mean F1 of `fixed` pairs united with `model`'s matches under each candidate rule: the fixed part is
+        counted once and only the pairs that some candidate could add are re-scored."""
+        tp0 = np.bincount(self.local[fixed & self.same], minlength=len(self.rows)).astype(np.float64)
+        pred0 = np.bincount(self.local[fixed], minlength=len(self.rows)).astype(np.float64)
+        widest = np.zeros(len(self.neigh[model][1]), dtype=np.int64)
+        for t in candidates:
+            widest[self.rows] = np.maximum(widest[self.rows], _prefix_lengths(self.neigh[model][1][self.rows], t))
+        free = np.flatnonzero(~fixed & (self.position[model] < widest[self.row]))
+        local, same, pos, row = self.local[free], self.same[free], self.position[model][free], self.row[free]
+        out = np.empty(len(candidates))
+        count = np.zeros_like(widest)
+        for c, t in enumerate(candidates):
+            count[self.rows] = _prefix_lengths(self.neigh[model][1][self.rows], t)
+            hit = pos < count[row]
+            tp = tp0 + np.bincount(local[hit & same], minlength=len(self.rows))
+            pred = pred0 + np.bincount(local[hit], minlength=len(self.rows))
+            out[c] = np.mean(weighted_f1(tp, pred, self.n_true, self.fp_weight))
+        return out
 
 
 def tune_union(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, start: Thresholds,
@@ -176,25 +244,25 @@ def tune_union(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarr
     """Coordinate ascent on the union's F1 over `rows`, moving one model's threshold at a time.
 
     Thresholds tuned per model are too loose once unioned (each adds its false positives), so each
-    model's threshold is searched in [t - span, t + span] with the others fixed.
+    model's threshold is searched in [t - span, t + span] with the others fixed; scored in `PairSpace`.
     """
     th = Thresholds({m: ModelThreshold(**asdict(t)) for m, t in start.models.items()}, start.phash_exact,
                     start.phash_max_group, dict(start.extra))
     fixed = [phash_matches(phash, th.phash_max_group)] if (th.phash_exact and phash is not None) else []
-    current = {m: model_matches(*neigh[m], t) for m, t in th.models.items()}
-    best_f1 = union_f1(list(current.values()) + fixed, labels, rows, fp_weight)
+    space = PairSpace({m: neigh[m] for m in th.models}, labels, fixed, rows, fp_weight)
+    current = {m: space.matched(m, t) for m, t in th.models.items()}
+    best_f1 = space.f1(np.logical_or.reduce([space.fixed, *current.values()]))
     for _ in range(passes):
         improved = False
         for m, t in th.models.items():
-            others = [v for k, v in current.items() if k != m] + fixed
-            for thr in np.round(np.arange(t.threshold - span, t.threshold + span + 1e-9, step), 4):
-                if not 0.0 < thr <= 1.0:
-                    continue
-                cand = ModelThreshold(float(thr), t.min2_threshold)
-                mat = model_matches(*neigh[m], cand)
-                f1 = union_f1(others + [mat], labels, rows, fp_weight)
+            others = np.logical_or.reduce([space.fixed, *(v for k, v in current.items() if k != m)])
+            grid = np.round(np.arange(t.threshold - span, t.threshold + span + 1e-9, step), 4)
+            cands = [ModelThreshold(float(thr), t.min2_threshold) for thr in grid if 0.0 < thr <= 1.0]
+            scores = space.f1_varying(others, m, cands)
+            for cand, f1 in zip(cands, scores, strict=True):  # the first strict improvement, as a scan in order
                 if f1 > best_f1 + 1e-9:
-                    best_f1, th.models[m], current[m], improved = f1, cand, mat, True
+                    best_f1, th.models[m], improved = f1, cand, True
+            current[m] = space.matched(m, th.models[m])
         if not improved:
             break
     return th

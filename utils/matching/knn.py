@@ -1,4 +1,5 @@
-"""Top-K cosine neighbours with interchangeable backends: cuML -> faiss-gpu -> torch (CUDA) -> faiss-cpu -> sklearn.
+"""Top-K cosine neighbours with interchangeable backends: cuML -> faiss-gpu -> torch (CUDA) -> faiss-cpu (dense) or
+sparse-topn (sparse) -> sklearn.
 
 All backends take L2-normalised rows and return the same artifact: `indices` int32 [N, K] and `sims`
 float32 [N, K], cosine similarity in descending order with the row itself first. Queries run in
@@ -20,8 +21,9 @@ from utils.core.progress import progress
 
 log = logging.getLogger(__name__)
 
-AUTO_ORDER = ("cuml", "faiss-gpu", "torch", "faiss-cpu", "sklearn")  # torch joins "auto" only on CUDA
-SPARSE_OK = {"cuml", "torch", "sklearn", "numpy"}
+AUTO_ORDER = ("cuml", "faiss-gpu", "torch", "faiss-cpu", "sparse-topn", "sklearn")  # torch: "auto" on CUDA only
+SPARSE_OK = {"cuml", "torch", "sparse-topn", "sklearn", "numpy"}
+DENSE_OK = set(AUTO_ORDER) - {"sparse-topn"} | {"numpy"}
 _SELECT_ROWS = 256  # rows per top-k selection in the numpy backend
 
 
@@ -43,6 +45,14 @@ def _has_faiss(gpu: bool) -> bool:
     return (not gpu) or (hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0)
 
 
+def _has_sparse_topn() -> bool:
+    try:
+        import sparse_dot_topn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _has_torch(cuda: bool) -> bool:
     try:
         import torch
@@ -56,6 +66,7 @@ AVAILABLE: dict[str, Callable[[], bool]] = {
     "faiss-gpu": lambda: _has_faiss(gpu=True),
     "torch": lambda: _has_torch(cuda=False),
     "faiss-cpu": lambda: _has_faiss(gpu=False),
+    "sparse-topn": _has_sparse_topn,
     "sklearn": lambda: True,
     "numpy": lambda: True,
 }
@@ -74,10 +85,12 @@ def choose_backend(backend: str = "auto", sparse: bool = False) -> str:
             raise RuntimeError(f"KNN backend {backend!r} is not available here; available: {available_backends()}")
         if sparse and backend not in SPARSE_OK:
             raise ValueError(f"KNN backend {backend!r} needs dense input; use one of {sorted(SPARSE_OK)}")
+        if not sparse and backend not in DENSE_OK:
+            raise ValueError(f"KNN backend {backend!r} needs sparse input; use one of {sorted(DENSE_OK)}")
         return backend
     for b in AUTO_ORDER:
         ok = _has_torch(cuda=True) if b == "torch" else AVAILABLE[b]()  # torch on the CPU: faiss-cpu is faster
-        if (not sparse or b in SPARSE_OK) and ok:
+        if (b in SPARSE_OK if sparse else b in DENSE_OK) and ok:
             return b
     raise RuntimeError("no KNN backend is available (scikit-learn is missing?)")
 
@@ -116,6 +129,40 @@ def _knn_sklearn(X, k: int, chunk: int):
         parts = list(progress(done, desc="knn sklearn", unit="chunk", leave=False, total=len(starts)))
     dist = np.vstack([d for d, _ in parts])
     return np.vstack([i for _, i in parts]), (1.0 - dist).astype(np.float32)
+
+
+def _rows_to_lists(C: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """[N, k] lists from a CSR of at most k stored entries per row, each row sorted by descending value; short
+    rows (fewer than k non-zero similarities) are filled with the lowest-numbered rows not in them, at 0."""
+    n = C.shape[0]
+    counts = np.diff(C.indptr)
+    row_of = np.repeat(np.arange(n), counts)
+    pos = np.arange(len(C.indices)) - C.indptr[row_of]
+    idx = np.zeros((n, k), dtype=np.int64)
+    sims = np.zeros((n, k), dtype=np.float32)
+    idx[row_of, pos], sims[row_of, pos] = C.indices, C.data
+    short = np.flatnonzero(counts < k)
+    if len(short):  # up to 2k candidates hold at least k - count rows that are not yet in the list
+        pool = np.broadcast_to(np.arange(min(2 * k, n)), (len(short), min(2 * k, n)))
+        present = C[short][:, :pool.shape[1]].toarray() != 0
+        rank = np.cumsum(~present, axis=1) - 1 + counts[short][:, None]
+        fill = ~present & (rank < k)
+        r, c = np.nonzero(fill)
+        idx[short[r], rank[r, c]] = pool[r, c]
+    return idx, sims
+
+
+def _knn_sparse_topn(X, k: int, chunk: int):
+    """Sparse rows (TF-IDF): sparse_dot_topn's multi-threaded sparse x sparse-transpose product, which keeps
+    each row's top k while it multiplies (no dense block), chunk by chunk of queries."""
+    from sparse_dot_topn import sp_matmul_topn
+
+    X = sp.csr_matrix(X, dtype=np.float32)
+    XT = X.T.tocsr()
+    threads = os.cpu_count() or 1
+    parts = [sp_matmul_topn(X[s:s + chunk], XT, top_n=k, sort=True, n_threads=threads)
+             for s in _chunks(X.shape[0], chunk, "knn sparse-topn")]
+    return _rows_to_lists(sp.vstack(parts).tocsr(), k)
 
 
 def _faiss_search(index, X: np.ndarray, k: int, chunk: int, desc: str):
@@ -201,6 +248,7 @@ BACKENDS: dict[str, Callable] = {
     "faiss-gpu": _knn_faiss_gpu,
     "torch": _knn_torch,
     "faiss-cpu": _knn_faiss_cpu,
+    "sparse-topn": _knn_sparse_topn,
     "sklearn": _knn_sklearn,
     "numpy": _knn_numpy,
 }

@@ -31,7 +31,7 @@ class PostConfig:
     min2: bool = True
     phash_exact: bool = True
     joint: bool = True  # tune the union's thresholds jointly
-    inb: dict | None = None  # neighbourhood blending, e.g. {"rounds": 1, "threshold": 0.5}
+    inb: dict | None = None  # neighbourhood blending, e.g. {"rounds": 1, "threshold": 0.5, "models": ["text"]}
     qe: dict | None = None  # alpha query expansion / DBA, e.g. {"k": 3, "alpha": 3.0} (alpha 0 = DBA)
     fusion: str | None = None  # mean | max | prod | prob_union: one fused model replaces the models
     units: bool = False  # drop pairs whose quantities differ (30g vs 50g)
@@ -71,25 +71,30 @@ def fp_weight_for(setting: float | str, n_train: int, n_test: int) -> float:
 
 
 def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "auto") -> Neigh:
-    """Label-free steps: INB and QE re-embed and re-search each model that has embeddings (models
-    trained with cross-validation have out-of-fold neighbours only and are left as they are);
-    fusion merges the models into one and needs all their embeddings."""
+    """Label-free steps: INB and QE re-embed and re-search each model that has embeddings (or those the step
+    names in `models`; models trained with cross-validation have out-of-fold neighbours only and are left as
+    they are); fusion merges the models into one and needs all their embeddings."""
     emb = {m: embeddings.get(m) for m in cfg.models}
     if cfg.fusion and any(x is None for x in emb.values()):
         missing = [m for m, x in emb.items() if x is None]
         raise KeyError(f"fusion needs the embeddings of {missing} (cross-validated models have out-of-fold "
                        "neighbours only); fuse other models or turn fusion off")
     out = {m: neigh[m] for m in cfg.models}
-    for step in (cfg.inb, cfg.qe):
+    for name, step in (("inb", cfg.inb), ("qe", cfg.qe)):
         if not step:
             continue
-        for m in cfg.models:
+        chosen = step.get("models") or cfg.models
+        unknown = sorted(set(chosen) - set(cfg.models))
+        if unknown:
+            raise KeyError(f"{name}.models names {unknown}, which are not among the stage's models {cfg.models}")
+        for m in chosen:
             if emb[m] is None:
                 continue
-            params = ({"threshold": step.get("threshold", 0.5), "rounds": step.get("rounds", 1)} if step is cfg.inb
+            params = ({"threshold": step.get("threshold", 0.5), "rounds": step.get("rounds", 1)} if name == "inb"
                       else {"threshold": None, "qe_k": step.get("k", 3), "alpha": step.get("alpha", 3.0),
                             "rounds": step.get("rounds", 1)})
-            emb[m], idx, sims = blend.iterate(emb[m], k=cfg.k, backend=backend, **params)
+            idx, sims = out[m]
+            emb[m], idx, sims = blend.iterate(emb[m], idx[:, :cfg.k], sims[:, :cfg.k], backend=backend, **params)
             out[m] = (idx, sims)
     if cfg.fusion:
         out = {"fused": fuse(emb, out, cfg.fusion, cfg.k)}

@@ -13,8 +13,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from utils.core.text import UNITS, extract_quantities, tokens
+
+from .fusion import pair_similarity
 
 PROMO_WORDS = {"ready", "stock", "stok", "rdy", "original", "ori", "cod", "bisa", "promo", "murah", "termurah",
                "grosir", "best", "seller", "free", "gift", "new", "hot", "sale", "import", "lokal", "bayar",
@@ -64,25 +67,42 @@ def extract_attributes(titles: pd.Series) -> dict[str, list]:
     return {"quantity": quantities, "model": [model_codes(t) for t in titles], "brand": [brand(t) for t in titles]}
 
 
+def _indicator(collections: list) -> sp.csr_matrix:
+    """Binary rows x distinct items matrix of each row's collection (a set of codes, of quantity values)."""
+    lengths = np.fromiter((len(c) for c in collections), dtype=np.int64, count=len(collections))
+    codes, uniq = pd.factorize(pd.Series([x for c in collections for x in c], dtype=object))
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sp.csr_matrix((np.ones(len(codes), dtype=np.float32), codes, indptr),
+                         shape=(len(collections), max(1, len(uniq))))
+
+
+def _shares(collections: list, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(both rows have some item, they have one in common) for each pair, from sparse row products."""
+    M = _indicator(collections)
+    has = np.diff(M.indptr) > 0
+    return has[rows] & has[cols], pair_similarity(M, rows, cols) > 0
+
+
 def attribute_status(attr: str, values: list, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(both titles have the attribute and conflict, both have it and share a value) for each pair."""
-    conflict = np.zeros(len(rows), dtype=bool)
-    shared = np.zeros(len(rows), dtype=bool)
-    for p, (i, j) in enumerate(zip(rows, cols, strict=True)):
-        a, b = values[i], values[j]
-        if not a or not b:
-            continue
-        if attr == "quantity":
-            kinds = a.keys() & b.keys()
-            conflict[p] = any(not (a[k] & b[k]) for k in kinds)
-            shared[p] = bool(kinds) and not conflict[p]
-        elif attr == "model":
-            shared[p] = bool(a & b)
-            conflict[p] = not shared[p]
-        else:
-            shared[p] = a == b
-            conflict[p] = a != b
-    return conflict, shared
+    """(both titles have the attribute and conflict, both have it and share a value) for each pair, vectorised
+    over the pairs: quantities conflict when a unit kind both titles state has no value in common."""
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    if attr == "quantity":
+        conflict = np.zeros(len(rows), dtype=bool)
+        common = np.zeros(len(rows), dtype=bool)
+        for kind in sorted({k for q in values for k in q}):
+            both, share = _shares([q.get(kind, ()) for q in values], rows, cols)
+            conflict |= both & ~share
+            common |= both
+        return conflict, common & ~conflict
+    if attr == "model":
+        both, share = _shares(values, rows, cols)
+        return both & ~share, both & share
+    codes, _ = pd.factorize(pd.Series(values, dtype=object))
+    named = np.array([bool(v) for v in values], dtype=bool)
+    both = named[rows] & named[cols]
+    same = codes[rows] == codes[cols]
+    return both & ~same, both & same
 
 
 def pair_status(attrs: dict[str, list], indices: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:

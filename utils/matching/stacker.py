@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from rapidfuzz.distance import Levenshtein
+from rapidfuzz.process import cpdist
 from scipy.sparse.csgraph import connected_components
 
 from utils.core.progress import progress
@@ -101,10 +102,12 @@ class PairFeatures:
                 "above": (sims[:, 1:] >= thresholds.get(m, 0.5)).sum(axis=1).astype(np.float32)}
         titles = df["title"]
         self.phash = phash_ints(df["image_phash"])
-        self.tokens = [frozenset(tokens(t)) for t in titles]
-        self.numbers = [frozenset(_NUM.findall(t)) for t in titles]
-        self.brands = [brand(t) for t in titles]
-        self.lower = [t.lower() for t in titles]
+        self.tokens = _word_sets(titles, tokens)  # binary rows: a pair's shared words are a row-wise product
+        self.numbers = _word_sets(titles, _NUM.findall)
+        self.n_tokens = np.asarray(self.tokens.sum(axis=1)).ravel().astype(np.float32)
+        codes, names = pd.factorize(pd.Series([brand(t) for t in titles]))
+        self.brand = np.where(names.to_numpy()[codes] == "", -1, codes)
+        self.lower = np.array([t.lower() for t in titles], dtype=object)
         self.length = np.array([len(t) for t in titles], dtype=np.float32)
         self.quantities = extract_attributes(titles)["quantity"]
         self.graph = _top_graph(neigh, self.n)
@@ -146,20 +149,25 @@ class PairFeatures:
         return pd.DataFrame(feats)
 
     def _titles(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
-        jac = np.empty(len(rows), dtype=np.float32)
-        shared_num = np.empty(len(rows), dtype=np.float32)
-        edit = np.empty(len(rows), dtype=np.float32)
-        same_brand = np.empty(len(rows), dtype=np.float32)
-        toks, nums, brands, lower = self.tokens, self.numbers, self.brands, self.lower
-        for p, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
-            a, b = toks[i], toks[j]
-            jac[p] = len(a & b) / max(1, len(a | b))
-            shared_num[p] = len(nums[i] & nums[j])
-            edit[p] = Levenshtein.normalized_similarity(lower[i], lower[j])
-            same_brand[p] = float(brands[i] == brands[j] and brands[i] != "")
-        return {"title_jaccard": jac, "title_edit_ratio": edit,
+        shared = pair_similarity(self.tokens, rows, cols)
+        union = self.n_tokens[rows] + self.n_tokens[cols] - shared
+        edit = cpdist(self.lower[rows], self.lower[cols], scorer=Levenshtein.normalized_similarity, workers=-1,
+                      dtype=np.float32)  # rapidfuzz's C++ loop over the pairs, on every core
+        return {"title_jaccard": shared / np.maximum(1.0, union), "title_edit_ratio": edit,
                 "title_len_diff": np.abs(self.length[rows] - self.length[cols]),
-                "shared_numbers": shared_num, "same_brand": same_brand}
+                "shared_numbers": pair_similarity(self.numbers, rows, cols),
+                "same_brand": ((self.brand[rows] == self.brand[cols]) & (self.brand[rows] >= 0)).astype(np.float32)}
+
+
+def _word_sets(titles: pd.Series, split) -> sp.csr_matrix:
+    """Binary rows × vocabulary matrix of the distinct words `split` finds in each title."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    vec = CountVectorizer(analyzer=split, binary=True, dtype=np.float32)
+    try:
+        return vec.fit_transform(titles).tocsr()
+    except ValueError:  # no title has any word: every pair shares none
+        return sp.csr_matrix((len(titles), 1), dtype=np.float32)
 
 
 def build_features(neigh: Neigh, rows: np.ndarray, cols: np.ndarray, df: pd.DataFrame,
@@ -187,6 +195,7 @@ class StackerConfig:
     num_leaves: int = 31
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
+    max_train_pairs: int | None = 2_000_000  # negatives sampled (and weighted up) beyond this many pairs; None: all
 
 
 def _cuda() -> bool:
@@ -247,12 +256,31 @@ def pair_folds(rows: np.ndarray, cols: np.ndarray, folds: np.ndarray) -> list[tu
     return out
 
 
+def training_sample(y: np.ndarray, max_pairs: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs to train on and their weights: every positive, and negatives sampled down to `max_pairs` in all,
+    each weighted by the inverse of the sampling rate, so that the probabilities keep their scale."""
+    if max_pairs is None or len(y) <= max_pairs:
+        return np.arange(len(y)), np.ones(len(y), dtype=np.float32)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
+    rate = max(0.0, (max_pairs - len(pos)) / max(1, len(neg)))
+    if rate == 0.0:
+        raise ValueError(f"max_train_pairs={max_pairs} leaves no room for negatives beside {len(pos):,} positives")
+    kept = np.sort(np.concatenate([pos, neg[np.random.default_rng(seed).random(len(neg)) < rate]]))
+    return kept, np.where(y[kept] == 1, 1.0, 1.0 / rate).astype(np.float32)
+
+
+def fit(X: pd.DataFrame, y: np.ndarray, cfg: StackerConfig):
+    """The classifier trained on all positive pairs and (beyond `cfg.max_train_pairs`) a weighted negative sample."""
+    kept, weight = training_sample(y, cfg.max_train_pairs, cfg.seed)
+    return make_classifier(cfg).fit(X.iloc[kept], y[kept], sample_weight=weight)
+
+
 def out_of_fold(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, folds: np.ndarray,
                 cfg: StackerConfig) -> np.ndarray:
     """Out-of-fold pair probabilities."""
     prob = np.zeros(len(y), dtype=np.float32)
     for train, val in pair_folds(rows, cols, folds):
-        clf = make_classifier(cfg).fit(X.iloc[train], y[train])
+        clf = fit(X.iloc[train], y[train], cfg)
         prob[val] = clf.predict_proba(X.iloc[val])[:, 1]
     return prob
 

@@ -117,7 +117,8 @@ def bench_inference(config: str, overrides: list[str], limit_mb: float, stages: 
         (r,) = run(cfg, [stage], force=True)
         m = RunStore(run_dir).metrics(stage)
         by_stage[stage] = {"stage": stage, "seconds": r["seconds"], "peak_rss_mb": m.get("peak_rss_mb"),
-                           "metric": r["metric"], "value": r["value"], "measured": time.strftime("%Y-%m-%d %H:%M")}
+                           "metric": r["metric"], "value": r["value"], "measured": time.strftime("%Y-%m-%d %H:%M"),
+                           "steps": m.get("steps")}
         result = _inference_summary(config, run_dir, [by_stage[s] for s in cfg["stages"] if s in by_stage],
                                     gen_seconds, limit_mb)
         write_json(path, result)
@@ -176,6 +177,8 @@ def _print_inference(r: dict) -> None:
         metric = f"{s['metric']} = {s['value']}" if s["metric"] else ""
         measured = s.get("measured", "")[:16]
         print(f"{s['stage']:<20}{s['seconds']:>10.1f}{s['peak_rss_mb']:>14.0f}  {measured:<18}{metric}")
+        for step, seconds in (s.get("steps") or {}).items():
+            print(f"    {step:<52}{seconds:>8.1f} s")
     verdict = "within" if r["within_limit"] else "OVER"
     print(f"inference stages (02-05): {r['inference_seconds']:.0f} s; peak of any stage {r['peak_rss_mb']:.0f} MB, "
           f"{verdict} the {r['limit_mb']:.0f} MB limit")

@@ -107,6 +107,7 @@ class InbParams:
 
     rounds: int = 1
     threshold: float = 0.5
+    models: list[str] | None = None  # the models blended; None: every model with embeddings
 
     def __post_init__(self) -> None:
         _positive("inb.rounds", self.rounds)
@@ -120,6 +121,7 @@ class QeParams:
     k: int = 3
     alpha: float = 3.0
     rounds: int = 1
+    models: list[str] | None = None  # the models expanded; None: every model with embeddings
 
     def __post_init__(self) -> None:
         _positive("qe.k", self.k)
@@ -182,10 +184,13 @@ class StackerParams(RunParams):
     fp_weight: float | str = 1.0
     n_folds: int = 5
     seed: int = _STACK["seed"]
+    max_train_pairs: int | None = _STACK["max_train_pairs"]
 
     def __post_init__(self) -> None:
         _positive("k", self.k, 2)
         _positive("n_estimators", self.n_estimators)
+        if self.max_train_pairs is not None:
+            _positive("max_train_pairs", self.max_train_pairs, 2)
         _positive("num_leaves", self.num_leaves, 2)
         _positive("n_folds", self.n_folds, 2)
         check_fp_weight(self.fp_weight)
