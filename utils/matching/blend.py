@@ -38,7 +38,8 @@ def blend(X, W: sp.csr_matrix):
 
 
 def iterate(X, indices: np.ndarray, sims: np.ndarray, rounds: int = 1, threshold: float | None = 0.5,
-            qe_k: int | None = None, alpha: float = 1.0, backend: str = "auto") -> tuple[object, np.ndarray, np.ndarray]:
+            qe_k: int | None = None, alpha: float = 1.0,
+            backend: str = "auto") -> tuple[object, np.ndarray, np.ndarray]:
     """`rounds` of blending then a new neighbour search, starting from the neighbours (`indices`, `sims`)
     already found for X; returns the blended embedding and its neighbours, as deep as `indices`."""
     k = indices.shape[1]

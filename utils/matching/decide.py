@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from utils.core.metric import group_sizes, row_scores, weighted_f1
+from utils.core.metric import group_sizes, weighted_f1
 
 DEFAULT_GRID = np.round(np.arange(0.10, 1.0001, 0.01), 2)
 
@@ -182,7 +182,8 @@ class PairSpace:
         n = len(labels)
         self.rows = np.arange(n) if rows is None else np.asarray(rows)
         self.neigh, self.fp_weight = neigh, fp_weight
-        model_keys = {m: (self.rows.astype(np.int64)[:, None] * n + i[self.rows]).ravel() for m, (i, _) in neigh.items()}
+        query = self.rows.astype(np.int64)[:, None] * n
+        model_keys = {m: (query + i[self.rows]).ravel() for m, (i, _) in neigh.items()}
         fixed_keys = []
         for f in fixed:
             sub = sp.csr_matrix(f)[self.rows].tocoo()
