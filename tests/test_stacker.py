@@ -124,3 +124,18 @@ def test_training_sample_keeps_positives_and_reweights_negatives():
     assert len(kept) == 1000 and (weight == 1).all()
     with pytest.raises(ValueError, match="no room for negatives"):
         st.training_sample(y, 10)
+
+
+def test_graph_features_hand_computed():
+    # p01 = 0.9, p12 = 0.6, p02 = 0.3, p23 = 0.005 (below the floor: dropped)
+    r, c = np.array([0, 1, 0, 2]), np.array([1, 2, 2, 3])
+    P = st.pair_matrix(r, c, np.array([0.9, 0.6, 0.3, 0.005]), 4)
+    g = st.GraphFeatures(P, strong=0.5, floor=0.01)(np.array([0, 0, 2]), np.array([1, 2, 3]))
+    np.testing.assert_allclose(g["g_prob"], [0.9, 0.3, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(g["g_two_hop"], [0.3 * 0.6, 0.9 * 0.6, 0.0], rtol=1e-6)
+    assert g["g_strong_paths"].tolist() == [0.0, 1.0, 0.0]  # 0 -> 1 -> 2 is the one strong two-hop path
+    np.testing.assert_allclose(g["g_total_i"], [1.2, 1.2, 0.9], rtol=1e-6)
+    assert g["g_rank_ij"].tolist() == [1.0, 2.0, 3.0] and g["g_rank_ji"].tolist() == [1.0, 2.0, 3.0]
+    assert g["g_same_component"].tolist() == [1.0, 1.0, 0.0] and g["g_component_size"].tolist() == [3.0, 3.0, 3.0]
+    joined = st.joined(st.GraphFeatures(P), st.GraphFeatures(P, strong=0.95))(np.array([0]), np.array([1]))
+    assert joined.shape == (1, 24)

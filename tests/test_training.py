@@ -58,6 +58,36 @@ def test_transformer_encoder_from_local_folder(tiny_transformer, tmp_path):
         TransformerTextEncoder(str(tmp_path / "nope"))
 
 
+def test_sentence_transformers_encoder_from_a_local_folder(tiny_transformer, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    folder = tmp_path / "tiny_st"
+    SentenceTransformer(modules=[Transformer(str(tiny_transformer)), Pooling(16, "mean")]).save(str(folder))
+    enc = build_encoder("text", text={"kind": "sentence_transformers", "model_dir": str(folder),
+                                      "trainable_layers": 1}, embedding_size=8)
+    trainable = {n for n, p in enc.model.named_parameters() if p.requires_grad}
+    assert trainable and all(".layer.1." in n for n in trainable)
+    out = enc.train()({"title": ["kopi susu 250ml", "teh", "kopi"]})
+    assert out.shape == (3, 8)
+    out.sum().backward()  # gradients reach the transformer's last layer
+    assert any(p.grad is not None for n, p in enc.model.named_parameters() if ".layer.1." in n)
+    with pytest.raises(FileNotFoundError, match="model_dir"):
+        build_encoder("text", text={"kind": "sentence_transformers", "model_dir": str(tmp_path)})
+
+
+def test_minilm_default_is_extracted_once_into_the_cache(tmp_path, monkeypatch):
+    from utils.core.weights import minilm_folder
+
+    monkeypatch.setenv("SUITE_CACHE", str(tmp_path))
+    folder = minilm_folder()
+    assert folder == tmp_path / "all-MiniLM-L6-v2" and (folder / "modules.json").is_file()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert minilm_folder() == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    enc = build_encoder("text", text={"kind": "sentence_transformers"}, embedding_size=8).eval()
+    assert enc({"title": ["kopi susu", "teh botol"]}).shape == (2, 8)
+
+
 def test_joint_encoder(tiny_transformer):
     enc = build_encoder("joint", image={"backbone": "resnet10t"},
                         text={"kind": "transformer", "model_dir": str(tiny_transformer)}, embedding_size=8).eval()

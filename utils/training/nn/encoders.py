@@ -134,6 +134,42 @@ class TransformerTextEncoder(nn.Module):
         return self.neck((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0))
 
 
+class SentenceTransformerTextEncoder(nn.Module):
+    """Any local sentence-transformers folder, with its own tokenizer and pooling, fine-tuned whole under the
+    ArcFace neck; the default is all-MiniLM-L6-v2 from its pip package (offline). `trainable_layers` >= 0
+    freezes all but the last that many transformer layers (0: the neck alone learns)."""
+
+    modality = "text"
+
+    def __init__(self, model_dir: str | None = None, embedding_size: int = 512, dropout: float = 0.1,
+                 trainable_layers: int = -1, max_length: int = 48):
+        super().__init__()
+        from sentence_transformers import SentenceTransformer
+
+        from utils.core.weights import minilm_folder
+
+        folder = Path(model_dir) if model_dir else minilm_folder()
+        if not (folder / "modules.json").is_file():
+            raise FileNotFoundError(f"{folder}: not a sentence-transformers folder (no modules.json); set the text "
+                                    "parameter 'model_dir'")
+        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        self.model.max_seq_length = max_length
+        self.neck = _neck(self.model.get_embedding_dimension(), embedding_size, dropout)
+        if trainable_layers >= 0:
+            for p in self.model.parameters():
+                p.requires_grad = False
+            layers = self.model[0].auto_model.encoder.layer
+            for layer in list(layers)[len(layers) - trainable_layers:] if trainable_layers > 0 else []:
+                for p in layer.parameters():
+                    p.requires_grad = True
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        device = self.neck[1].weight.device
+        tokens = self.model.tokenize(list(batch["title"]))
+        features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in tokens.items()}
+        return self.neck(self.model(features)["sentence_embedding"])
+
+
 class JointEncoder(nn.Module):
     """Image and text encoders whose normalised outputs are concatenated and projected (6th place)."""
 
@@ -161,7 +197,9 @@ def build_encoder(modality: str, image: dict | None = None, text: dict | None = 
             return WordLlamaEncoder(**{"embedding_size": embedding_size, **cfg})
         if kind == "transformer":
             return TransformerTextEncoder(**{"embedding_size": embedding_size, **cfg})
-        raise ValueError(f"text kind must be 'wordllama' or 'transformer', got {kind!r}")
+        if kind == "sentence_transformers":
+            return SentenceTransformerTextEncoder(**{"embedding_size": embedding_size, **cfg})
+        raise ValueError(f"text kind must be 'wordllama', 'transformer' or 'sentence_transformers', got {kind!r}")
 
     if modality == "image":
         return ImageEncoder(**{"embedding_size": embedding_size, **(image or {})})
