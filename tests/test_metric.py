@@ -87,6 +87,14 @@ def test_cli_agrees_with_brute_force(data_csv, tmp_path, capsys):
     f1, p, r = brute_force(pred, dict(zip(df["posting_id"], df["label_group"], strict=True)))
     assert out["n_rows"] == len(df)
     assert out["f1"] == pytest.approx(f1) and out["precision"] == pytest.approx(p) and out["recall"] == pytest.approx(r)
+    selves = tmp_path / "selves.csv"  # a baseline that predicts each row alone
+    pd.DataFrame({"posting_id": ids, "matches": ids}).to_csv(selves, index=False)
+    assert score_cli.main(["--data", str(path), "--submission", str(sub), "--baseline", str(selves)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    base_f1 = brute_force({q: [q] for q in ids}, dict(zip(df["posting_id"], df["label_group"], strict=True)))[0]
+    assert out["baseline_f1"] == pytest.approx(base_f1)
+    d = out["difference"]
+    assert d["difference"] == pytest.approx(f1 - base_f1) and d["low"] <= d["difference"] <= d["high"]
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -104,3 +112,18 @@ def test_cli_rejects_bad_submissions(data_csv, tmp_path, capsys, mutate, message
     mutate(good).to_csv(sub, index=False)
     assert score_cli.main(["--data", str(path), "--submission", str(sub)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bootstrap_difference_resamples_groups():
+    from utils.core.metric import bootstrap_difference
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    base = np.full(8, 0.5)
+    same = bootstrap_difference(base, base, labels, n_boot=200)
+    assert same["difference"] == 0 and same["low"] == 0 and same["high"] == 0
+    better = bootstrap_difference(base + 0.1, base, labels, n_boot=200)
+    assert better["difference"] == pytest.approx(0.1) and better["low"] == pytest.approx(0.1)
+    mixed = bootstrap_difference(np.array([1, 1, 0, 0, .5, .5, .5, .5]), base, labels, n_boot=500, seed=1)
+    assert mixed["difference"] == pytest.approx(0.0) and mixed["low"] < 0 < mixed["high"]
+    with pytest.raises(ValueError, match="one F1 per row"):
+        bootstrap_difference(base[:3], base, labels)

@@ -145,3 +145,21 @@ def test_inb_blends_only_the_models_it_names():
     assert not np.array_equal(out["b"][1], neigh["b"][1])  # blended and searched again
     with pytest.raises(KeyError, match="inb.models names"):
         pp.prepare(X, neigh, pp.PostConfig(models=["a"], inb={"models": ["c"]}, k=10))
+
+
+def test_fusion_of_some_models_keeps_the_others_beside_it():
+    rng = np.random.default_rng(1)
+    X = {m: rng.standard_normal((30, 6)).astype(np.float32) for m in ("a", "b", "c")}
+    X = {m: x / np.linalg.norm(x, axis=1, keepdims=True) for m, x in X.items()}
+    from utils.matching.knn import neighbours
+
+    neigh = {m: neighbours(x, k=8)[:2] for m, x in X.items()}
+    cfg = pp.PostConfig(models=["a", "b", "c"], fusion="prob_union", fusion_models=["a", "b"], k=8)
+    out = pp.prepare({"a": X["a"], "b": X["b"]}, neigh, cfg)  # "c" has out-of-fold neighbours only
+    assert set(out) == {"fused", "c"} and out["c"][0] is neigh["c"][0]
+    expected = fuse({m: X[m] for m in "ab"}, {m: neigh[m] for m in "ab"}, "prob_union", 8)
+    np.testing.assert_array_equal(out["fused"][0], expected[0])
+    with pytest.raises(KeyError, match="fusion needs the embeddings"):
+        pp.prepare({"a": X["a"]}, neigh, cfg)
+    with pytest.raises(KeyError, match="fusion_models names"):
+        pp.prepare(X, neigh, pp.PostConfig(models=["a", "b"], fusion="mean", fusion_models=["z"], k=8))

@@ -76,3 +76,23 @@ def matches_from_lists(lists: list[list[int]] | list[np.ndarray], n: int) -> sp.
     cols = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if lengths.sum() else np.zeros(0, int)
     rows = np.repeat(np.arange(len(lists)), lengths)
     return sp.csr_matrix((np.ones(len(cols), dtype=bool), (rows, cols)), shape=(n, n))
+
+
+def bootstrap_difference(f1_new: np.ndarray, f1_base: np.ndarray, labels: np.ndarray, n_boot: int = 2000,
+                         seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Mean per-row F1 difference (new - base) with a paired bootstrap interval that resamples whole label
+    groups (rows of one product are not independent), as {"difference", "low", "high", "level"}."""
+    f1_new, f1_base = np.asarray(f1_new, dtype=np.float64), np.asarray(f1_base, dtype=np.float64)
+    if f1_new.shape != f1_base.shape or f1_new.shape != np.shape(labels):
+        raise ValueError(f"need one F1 per row in both: {f1_new.shape}, {f1_base.shape}, labels {np.shape(labels)}")
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"level must be in (0, 1) and n_boot positive, got {level} and {n_boot}")
+    codes = np.unique(labels, return_inverse=True)[1]
+    sums = np.bincount(codes, weights=f1_new - f1_base)
+    counts = np.bincount(codes).astype(np.float64)
+    g = len(sums)
+    draws = np.random.default_rng(seed).multinomial(g, np.full(g, 1.0 / g), size=n_boot)  # group weights per draw
+    boot = (draws @ sums) / (draws @ counts)
+    tail = (1 - level) / 2
+    return {"difference": float(sums.sum() / counts.sum()), "low": float(np.quantile(boot, tail)),
+            "high": float(np.quantile(boot, 1 - tail)), "level": level}

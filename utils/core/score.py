@@ -1,4 +1,5 @@
-"""Command line scorer: `python -m utils.score --data CSV --submission CSV` prints a JSON object."""
+"""Command line scorer: `python -m utils.score --data CSV --submission CSV` prints a JSON object; with
+`--baseline CSV` also the F1 difference to that submission and its 95% interval (label groups resampled)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 
 from .data import DataError, read_postings
-from .metric import score
+from .metric import bootstrap_difference, row_scores, score
 from .submission import read_submission
 
 
@@ -15,14 +16,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.score", description=__doc__)
     ap.add_argument("--data", required=True, help="postings CSV with label_group (the truth)")
     ap.add_argument("--submission", required=True, help="CSV with posting_id,matches")
+    ap.add_argument("--baseline", help="a second submission: report F1(submission) - F1(baseline) with its interval")
     args = ap.parse_args(argv)
     try:
         df = read_postings(args.data, require_labels=True)
         matches = read_submission(args.submission, df["posting_id"].to_numpy())
+        base = read_submission(args.baseline, df["posting_id"].to_numpy()) if args.baseline else None
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(score(matches, df["label_group"].to_numpy()).as_dict()))
+    labels = df["label_group"].to_numpy()
+    result = score(matches, labels).as_dict()
+    if base is not None:
+        result["baseline_f1"] = score(base, labels).f1
+        result["difference"] = bootstrap_difference(row_scores(matches, labels)[0], row_scores(base, labels)[0],
+                                                    labels)
+    print(json.dumps(result))
     return 0
 
 

@@ -33,7 +33,8 @@ class PostConfig:
     joint: bool = True  # tune the union's thresholds jointly
     inb: dict | None = None  # neighbourhood blending, e.g. {"rounds": 1, "threshold": 0.5, "models": ["text"]}
     qe: dict | None = None  # alpha query expansion / DBA, e.g. {"k": 3, "alpha": 3.0} (alpha 0 = DBA)
-    fusion: str | None = None  # mean | max | prod | prob_union: one fused model replaces the models
+    fusion: str | None = None  # mean | max | prod | prob_union: one fused model replaces the fused models
+    fusion_models: list[str] | None = None  # the models fused (None: all); the others stay beside it in the union
     units: bool = False  # drop pairs whose quantities differ (30g vs 50g)
     rules: bool = False  # tune the attribute rule table (model codes, brand)
     chisel: bool = False  # cut rows to the train group-size distribution
@@ -73,12 +74,17 @@ def fp_weight_for(setting: float | str, n_train: int, n_test: int) -> float:
 def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "auto") -> Neigh:
     """Label-free steps: INB and QE re-embed and re-search each model that has embeddings (or those the step
     names in `models`; models trained with cross-validation have out-of-fold neighbours only and are left as
-    they are); fusion merges the models into one and needs all their embeddings."""
+    they are); fusion merges its models (all, or `fusion_models`) into one and needs their embeddings."""
     emb = {m: embeddings.get(m) for m in cfg.models}
-    if cfg.fusion and any(x is None for x in emb.values()):
-        missing = [m for m, x in emb.items() if x is None]
-        raise KeyError(f"fusion needs the embeddings of {missing} (cross-validated models have out-of-fold "
-                       "neighbours only); fuse other models or turn fusion off")
+    fused = list(cfg.fusion_models or cfg.models)
+    if cfg.fusion:
+        unknown = sorted(set(fused) - set(cfg.models))
+        if unknown:
+            raise KeyError(f"fusion_models names {unknown}, which are not among the stage's models {cfg.models}")
+        missing = [m for m in fused if emb[m] is None]
+        if missing:
+            raise KeyError(f"fusion needs the embeddings of {missing} (cross-validated models have out-of-fold "
+                           "neighbours only); fuse other models (fusion_models) or turn fusion off")
     out = {m: neigh[m] for m in cfg.models}
     for name, step in (("inb", cfg.inb), ("qe", cfg.qe)):
         if not step:
@@ -97,7 +103,8 @@ def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "aut
             emb[m], idx, sims = blend.iterate(emb[m], idx[:, :cfg.k], sims[:, :cfg.k], backend=backend, **params)
             out[m] = (idx, sims)
     if cfg.fusion:
-        out = {"fused": fuse(emb, out, cfg.fusion, cfg.k)}
+        merged = fuse({m: emb[m] for m in fused}, {m: out[m] for m in fused}, cfg.fusion, cfg.k)
+        out = {"fused": merged, **{m: v for m, v in out.items() if m not in fused}}
     return out
 
 
@@ -179,7 +186,7 @@ def ablation_steps(final: PostConfig, best_single: str) -> list[tuple[str, PostC
     cur = replace(base, models=list(final.models), min2=final.min2, phash_exact=final.phash_exact, joint=final.joint)
     steps.append(("+ union of models" + (" + pHash" if final.phash_exact else ""), cur))
     for name, change in (("+ INB", {"inb": final.inb}), ("+ query expansion", {"qe": final.qe}),
-                         (f"+ fusion ({final.fusion})", {"fusion": final.fusion}),
+                         (f"+ fusion ({final.fusion})", {"fusion": final.fusion, "fusion_models": final.fusion_models}),
                          ("+ unit check", {"units": final.units}),
                          ("+ attribute rules", {"rules": final.rules}), ("+ chisel", {"chisel": final.chisel})):
         if next(iter(change.values())):

@@ -145,6 +145,7 @@ class PostprocessParams(RunParams):
     inb: InbParams | None = None
     qe: QeParams | None = None
     fusion: str | None = None
+    fusion_models: list[str] | None = None
     units: bool = _POST["units"]
     rules: bool = _POST["rules"]
     chisel: bool = _POST["chisel"]

@@ -39,7 +39,8 @@ class TrainConfig:
 
     modality: str = "text"  # image | text | joint
     image: dict = field(default_factory=dict)  # ImageEncoder arguments: backbone, weights, pooling, trainable_blocks
-    text: dict = field(default_factory=dict)  # kind (wordllama | transformer), model_dir, trainable_layers, max_length
+    text: dict = field(default_factory=dict)  # kind (wordllama | transformer | sentence_transformers), model_dir, ...
+    # trainable_layers, max_length
     embedding_size: int = 256
     loss: str = "arcface"  # arcface | softmax | triplet | cosent
     loss_params: dict = field(default_factory=dict)  # e.g. margin, scale, easy_margin
