@@ -141,3 +141,10 @@ def test_load_split_neighbours(tmp_path):
     assert loaded["a"][0].dtype == np.int32 and loaded["a"][1].dtype == np.float32
     with pytest.raises(FileNotFoundError, match=r"no test neighbours for \['a'\]"):
         store.load_neighbours("test", ["a"])
+
+
+def test_zero_shot_minilm_embeds_titles_offline():
+    titles = pd.DataFrame({"title": ["kopi susu bubuk 250 gram", "bubuk kopi susu 250gr", "sepatu lari pria"]})
+    X = embed("minilm", titles)
+    assert X.shape == (3, 384) and np.allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+    assert X[0] @ X[1] > X[0] @ X[2]  # the same product written twice is closer than another product

@@ -55,6 +55,23 @@ def wordllama(titles: pd.Series, weights: str | None = None, tokenizer: str | No
     return model.embed(titles.tolist(), norm=True, batch_size=batch_size).astype(np.float32)
 
 
+def sentence_transformer(titles: pd.Series, model_dir: str | None = None, batch_size: int = 128,
+                         max_length: int = 32) -> np.ndarray:
+    """Zero-shot embeddings of the titles by a local sentence-transformers folder (default: all-MiniLM-L6-v2
+    from its pip package), mean-pooled as the model was trained, normalised."""
+    from sentence_transformers import SentenceTransformer
+
+    from utils.core.weights import minilm_folder
+
+    folder = Path(model_dir) if model_dir else minilm_folder()
+    if not (folder / "modules.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a sentence-transformers folder (set the parameter model_dir)")
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    model.max_seq_length = max_length
+    return model.encode(titles.tolist(), batch_size=batch_size, normalize_embeddings=True,
+                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+
 def phash_ints(phash_hex: pd.Series | np.ndarray) -> np.ndarray:
     """pHash hex strings as unsigned 64-bit integers."""
     return np.array([int(h, 16) for h in phash_hex], dtype=np.uint64)
@@ -73,6 +90,7 @@ EMBEDDERS: dict[str, Callable[..., Embedding]] = {
     "tfidf_char": lambda df, **kw: tfidf(df["title"], **{"analyzer": "char_wb", "ngram_min": 2,
                                                            "ngram_max": 4, **kw}),
     "wordllama": lambda df, **kw: wordllama(df["title"], **kw),
+    "minilm": lambda df, **kw: sentence_transformer(df["title"], **kw),
     "phash": lambda df, **kw: phash_bits(df["image_phash"]),
 }
 

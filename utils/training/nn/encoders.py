@@ -165,7 +165,8 @@ class SentenceTransformerTextEncoder(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         device = self.neck[1].weight.device
-        tokens = self.model.tokenize(list(batch["title"]))
+        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # renamed in sentence-transformers 6
+        tokens = prepare(list(batch["title"]))
         features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in tokens.items()}
         return self.neck(self.model(features)["sentence_embedding"])
 
