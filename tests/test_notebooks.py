@@ -100,14 +100,31 @@ def test_failing_cell_names_stage_cell_and_notebook(tiny_demo, tmp_path):
     assert str(tmp_path / "run" / "notebooks" / "02_embed.failed.ipynb") in msg and "no earlier outputs" in msg
 
 
-def test_real_titles_config_reaches_target(real_titles, tmp_path):
+def _real_titles_run(tmp_path, with_minilm: bool) -> tuple[float, float]:
     cfg = pipeline.load_config(CONFIGS / "real-titles.yaml")
     cfg["run"] = str(tmp_path / "rt")
+    if not with_minilm:  # the fine-tuned MiniLM is 9 of the config's 12 minutes on 2 cores
+        stages = cfg["stages"]
+        del stages["01_train_arcface"]["models"]["minilm"]
+        stages["01_train_arcface"]["cv"].remove("minilm")
+        del stages["02_embed"]["checkpoints"]["minilm_arcface"]
+        stages["05_stacker"]["models"].remove("minilm_arcface")
     rows = pipeline.run(cfg)
     assert [r["stage"] for r in rows] == STAGES
     post = json.loads((tmp_path / "rt" / "04_postprocess" / "metrics.json").read_text())["test_f1"]
     stacked = json.loads((tmp_path / "rt" / "05_stacker" / "metrics.json").read_text())["test_f1"]
+    return post, stacked
+
+
+def test_real_titles_config_without_minilm_reaches_target(real_titles, tmp_path):
+    post, stacked = _real_titles_run(tmp_path, with_minilm=False)
     assert post >= 0.86 and stacked >= 0.86  # issue 3's target for 04; the stacker stays above it
+
+
+@pytest.mark.slow
+def test_real_titles_config_reaches_target(real_titles, tmp_path):
+    post, stacked = _real_titles_run(tmp_path, with_minilm=True)
+    assert post >= 0.86 and stacked >= 0.865  # measured 0.862 and 0.870
 
 
 def test_missing_demo_data_is_generated(tmp_path):
