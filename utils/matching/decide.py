@@ -223,16 +223,15 @@ class PairSpace:
         counted once and only the pairs that some candidate could add are re-scored."""
         tp0 = np.bincount(self.local[fixed & self.same], minlength=len(self.rows)).astype(np.float64)
         pred0 = np.bincount(self.local[fixed], minlength=len(self.rows)).astype(np.float64)
-        widest = np.zeros(len(self.neigh[model][1]), dtype=np.int64)
-        for t in candidates:
-            widest[self.rows] = np.maximum(widest[self.rows], _prefix_lengths(self.neigh[model][1][self.rows], t))
-        free = np.flatnonzero(~fixed & (self.position[model] < widest[self.row]))
+        sims = self.neigh[model][1][self.rows]
+        counts = np.zeros((len(candidates), len(self.neigh[model][1])), dtype=np.int64)  # prefix lengths by row
+        for c, t in enumerate(candidates):
+            counts[c, self.rows] = _prefix_lengths(sims, t)
+        free = np.flatnonzero(~fixed & (self.position[model] < counts.max(axis=0)[self.row]))
         local, same, pos, row = self.local[free], self.same[free], self.position[model][free], self.row[free]
         out = np.empty(len(candidates))
-        count = np.zeros_like(widest)
-        for c, t in enumerate(candidates):
-            count[self.rows] = _prefix_lengths(self.neigh[model][1][self.rows], t)
-            hit = pos < count[row]
+        for c in range(len(candidates)):
+            hit = pos < counts[c, row]
             tp = tp0 + np.bincount(local[hit & same], minlength=len(self.rows))
             pred = pred0 + np.bincount(local[hit], minlength=len(self.rows))
             out[c] = np.mean(weighted_f1(tp, pred, self.n_true, self.fp_weight))
