@@ -42,3 +42,17 @@ def minilm_folder() -> Path:
             with contextlib.suppress(OSError):  # another process extracted it first: keep theirs
                 os.rename(folder, target)
     return target
+
+
+def load_sentence_transformer(model_dir: str | Path | None = None, max_length: int = 32):
+    """A SentenceTransformer from a local folder (default: `minilm_folder()`), on the CPU, truncating titles
+    at `max_length` tokens; a folder without modules.json is an error naming the parameter."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = Path(model_dir) if model_dir else minilm_folder()
+    if not (folder / "modules.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a sentence-transformers folder (no modules.json); set the "
+                                "parameter 'model_dir'")
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    model.max_seq_length = max_length
+    return model

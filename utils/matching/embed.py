@@ -59,17 +59,11 @@ def sentence_transformer(titles: pd.Series, model_dir: str | None = None, batch_
                          max_length: int = 32) -> np.ndarray:
     """Zero-shot embeddings of the titles by a local sentence-transformers folder (default: all-MiniLM-L6-v2
     from its pip package), mean-pooled as the model was trained, normalised."""
-    from sentence_transformers import SentenceTransformer
+    from utils.core.weights import load_sentence_transformer
 
-    from utils.core.weights import minilm_folder
-
-    folder = Path(model_dir) if model_dir else minilm_folder()
-    if not (folder / "modules.json").is_file():
-        raise FileNotFoundError(f"{folder}: not a sentence-transformers folder (set the parameter model_dir)")
-    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-    model.max_seq_length = max_length
-    return model.encode(titles.tolist(), batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+    model = load_sentence_transformer(model_dir, max_length)
+    return model.encode(titles.tolist(), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=False).astype(np.float32)
 
 
 def phash_ints(phash_hex: pd.Series | np.ndarray) -> np.ndarray:

@@ -314,7 +314,8 @@ class GraphFeatures:
         Pf.eliminate_zeros()
         Pf.sort_indices()
         self.P, self.S = Pf, (Pf >= strong).astype(np.float32).tocsr()
-        self.keys = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(Pf.indptr)) * self.n + Pf.indices
+        keys = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(Pf.indptr)) * self.n + Pf.indices  # ascending
+        self.entries = (keys, np.arange(len(keys)))  # a `_positions` index whose "place" is the stored entry
         self.total = np.asarray(Pf.sum(axis=1)).ravel().astype(np.float32)
         self.largest = np.asarray(Pf.max(axis=1).todense()).ravel().astype(np.float32)
         ranked_idx, _ = ranked(Pf)
@@ -323,10 +324,8 @@ class GraphFeatures:
         self.component_size = np.bincount(self.component)[self.component].astype(np.float32)
 
     def __call__(self, rows: np.ndarray, cols: np.ndarray) -> pd.DataFrame:
-        query = rows.astype(np.int64) * self.n + cols
-        at = np.minimum(np.searchsorted(self.keys, query), max(0, len(self.keys) - 1))
-        p = np.where(self.keys[at] == query, self.P.data[at], 0.0) if len(self.keys) else np.zeros(len(rows))
-        p = p.astype(np.float32)
+        entry = _positions(self.entries, self.n, rows, cols) if self.P.nnz else np.full(len(rows), -1)
+        p = np.where(entry >= 0, self.P.data[np.maximum(entry, 0)] if self.P.nnz else 0.0, 0.0).astype(np.float32)
         rank_ij, rank_ji = _positions(self.index, self.n, rows, cols), _positions(self.index, self.n, cols, rows)
         return pd.DataFrame({
             "g_prob": p, "g_two_hop": pair_similarity(self.P, rows, cols),

@@ -18,6 +18,19 @@ def _neck(in_dim: int, out_dim: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim))
 
 
+def _train_last_layers(model: nn.Module, n: int) -> None:
+    """Freeze every parameter but those of the last `n` layers of the model's transformer layer list."""
+    layers = next((m for name, m in model.named_modules()
+                   if isinstance(m, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "h", "block")), None)
+    if layers is None:
+        raise ValueError("cannot find the encoder layers of this transformer to freeze")
+    for p in model.parameters():
+        p.requires_grad = False
+    for layer in list(layers)[len(layers) - n:] if n > 0 else []:
+        for p in layer.parameters():
+            p.requires_grad = True
+
+
 class ImageEncoder(nn.Module):
     """timm backbone (any name) -> GeM / average pooling -> dropout -> linear -> BatchNorm.
 
@@ -109,21 +122,7 @@ class TransformerTextEncoder(nn.Module):
         self.max_length = max_length
         self.neck = _neck(self.model.config.hidden_size, embedding_size, dropout)
         if trainable_layers >= 0:
-            self._freeze_all_but(trainable_layers)
-
-    def _layers(self) -> nn.ModuleList:
-        for name, module in self.model.named_modules():
-            if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "h", "block"):
-                return module
-        raise ValueError("cannot find the encoder layers of this transformer to freeze")
-
-    def _freeze_all_but(self, n: int) -> None:
-        for p in self.model.parameters():
-            p.requires_grad = False
-        layers = self._layers()
-        for layer in list(layers)[len(layers) - n:] if n > 0 else []:
-            for p in layer.parameters():
-                p.requires_grad = True
+            _train_last_layers(self.model, trainable_layers)
 
     def forward(self, batch: dict) -> torch.Tensor:
         device = self.neck[1].weight.device
@@ -144,24 +143,12 @@ class SentenceTransformerTextEncoder(nn.Module):
     def __init__(self, model_dir: str | None = None, embedding_size: int = 512, dropout: float = 0.1,
                  trainable_layers: int = -1, max_length: int = 48):
         super().__init__()
-        from sentence_transformers import SentenceTransformer
+        from utils.core.weights import load_sentence_transformer
 
-        from utils.core.weights import minilm_folder
-
-        folder = Path(model_dir) if model_dir else minilm_folder()
-        if not (folder / "modules.json").is_file():
-            raise FileNotFoundError(f"{folder}: not a sentence-transformers folder (no modules.json); set the text "
-                                    "parameter 'model_dir'")
-        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-        self.model.max_seq_length = max_length
+        self.model = load_sentence_transformer(model_dir, max_length)
         self.neck = _neck(self.model.get_embedding_dimension(), embedding_size, dropout)
         if trainable_layers >= 0:
-            for p in self.model.parameters():
-                p.requires_grad = False
-            layers = self.model[0].auto_model.encoder.layer
-            for layer in list(layers)[len(layers) - trainable_layers:] if trainable_layers > 0 else []:
-                for p in layer.parameters():
-                    p.requires_grad = True
+            _train_last_layers(self.model, trainable_layers)
 
     def forward(self, batch: dict) -> torch.Tensor:
         device = self.neck[1].weight.device
