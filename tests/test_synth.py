@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import imagehash
 import numpy as np
@@ -57,3 +58,15 @@ def test_realistic_structure(tmp_path):
 def test_cli(tmp_path, capsys):
     assert synth_cli.main(["shopee", "--out", str(tmp_path), "--groups", "12", "--seed", "0"]) == 0
     assert '"train_rows"' in capsys.readouterr().out and (tmp_path / "test_images").is_dir()
+
+
+def test_cli_market_modes(tmp_path, capsys):
+    assert synth_cli.main(["market", "--out", str(tmp_path / "ind"), "--n", "12", "--seed", "0"]) == 0
+    assert '"mode": "independent"' in capsys.readouterr().out  # the default
+    assert synth_cli.main(["market", "--out", str(tmp_path / "al"), "--n", "12", "--mode", "aligned"]) == 0
+    assert json.loads((tmp_path / "al" / "market.json").read_text())["mode"] == "aligned"
+    capsys.readouterr()
+    assert synth_cli.main(["market", "--out", str(tmp_path / "bad"), "--n", "12", "--mode", "logit"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mode must be one of independent, aligned, got 'logit'" in err
+    assert not (tmp_path / "bad").exists()

@@ -22,7 +22,14 @@ from utils.valuation.structure import claim_loss, mention_loss, parse_claims
 @pytest.fixture(scope="module")
 def market(tmp_path_factory):
     out = tmp_path_factory.mktemp("market")
-    mk.generate(out, n=120, seed=3)
+    mk.generate(out, n=120, seed=3, mode="aligned")
+    return out
+
+
+@pytest.fixture(scope="module")
+def market_independent(tmp_path_factory):
+    out = tmp_path_factory.mktemp("market_independent")
+    mk.generate(out, n=100, seed=3)  # the default mode
     return out
 
 
@@ -41,6 +48,10 @@ def test_generator_delta_reproduces_prices_and_follows_the_formula(market):
     boxes = truth[truth["defect"].fillna("") != ""]
     assert len(boxes) and (boxes["defect_x1"] > boxes["defect_x0"]).all() and (boxes["defect_x1"] <= 96).all()
     assert json.loads((market / "market.json").read_text())["listings"] == 120
+    assert json.loads((market / "market.json").read_text())["mode"] == "aligned"
+    # aligned: the listed msrp is the true new price, and the condition word is never flipped by a seller
+    assert (truth["msrp_true"] == df["msrp"]).all() and (truth["anchor_error"] == 1).all()
+    assert not truth["condition_flipped"].any()
 
 
 def test_true_delta_parts_by_hand():
@@ -52,6 +63,93 @@ def test_true_delta_parts_by_hand():
     assert parts["accessory_part"] == pytest.approx(0.025 + 0.02)  # box and case missing
     assert parts["market"] == pytest.approx(0.0)  # Leeds, listed on the start date
     assert parts["delta_clean"] == pytest.approx(parts["entity"])
+
+
+def test_generator_independent_prices_follow_the_documented_formula(market_independent):
+    df = pd.read_csv(market_independent / "listings.csv")
+    truth = pd.read_csv(market_independent / "truth.csv")
+    assert json.loads((market_independent / "market.json").read_text())["mode"] == "independent"
+    assert list(df["listing_id"]) == list(truth["listing_id"]) and (df["price"] > 0).all()
+    np.testing.assert_allclose(df["msrp"] * (1 - truth["delta"]), df["price"], rtol=1e-9)
+    # the anchor the model sees is the true new price times a log-uniform error within [1/1.2, 1.2] (cents rounded)
+    ratio = df["msrp"] / truth["msrp_true"]
+    np.testing.assert_allclose(ratio, truth["anchor_error"], rtol=1e-12)
+    assert ratio.between(1 / 1.2 - 1e-3, 1.2 + 1e-3).all() and ratio.std() > 0.05
+    assert (df["price"] <= 0.99 * truth["msrp_true"] + 1e-9).all()  # above the listed msrp only via the anchor
+    # each part from what it is made of: currency repair and accessory costs over msrp_true, exponential age decay
+    repair = [mk.REPAIR_COST[d] * mk.REPAIR_SCALE[c] * (0.5 + z) if isinstance(d, str) else 0.0
+              for d, z, c in zip(truth["defect"], truth["defect_size"], df["category"], strict=True)]
+    np.testing.assert_allclose(truth["defect_part"] * truth["msrp_true"], repair, rtol=1e-9, atol=1e-9)
+    cats = {c.name: c for c in mk.CATEGORIES}
+    missing = [sum(mk.ACCESSORY_PRICE[a] for a in cats[c].accessories if a not in str(p).split())
+               for c, p in zip(df["category"], truth["accessories_present"].fillna(""), strict=True)]
+    np.testing.assert_allclose(truth["accessory_part"] * truth["msrp_true"], missing, rtol=1e-9, atol=1e-9)
+    rank = [mk.BRANDS[c].index(b) for c, b in zip(df["category"], df["brand"], strict=True)]
+    rate = np.array([cats[c].rate * mk.BRAND_DECAY[r] for c, r in zip(df["category"], rank, strict=True)])
+    age = df["age_years"].to_numpy()  # listed with 2 decimals
+    retention = (1 - 0.10 * np.minimum(age, 1)) * np.exp(-rate * age)
+    np.testing.assert_allclose(truth["age_part"], 1 - retention, atol=5e-3)
+    days = (pd.to_datetime(df["listed_at"]) - mk.START).dt.days
+    np.testing.assert_allclose(truth["market"], df["location"].map(mk.REGIONS) + 0.15 * days / 365.25, atol=1e-12)
+    # the price from the recorded parts: msrp_true (1 - entity) exp(-0.5 market + noise), inside [3%, 99%] of msrp_true
+    entity = truth["age_part"] + truth["defect_part"] + truth["accessory_part"]
+    np.testing.assert_allclose(entity, truth["entity"], atol=1e-12)
+    raw = truth["msrp_true"] * (1 - entity) * np.exp(-0.5 * truth["market"] + truth["noise"])
+    np.testing.assert_allclose(np.clip(raw, 0.03 * truth["msrp_true"], 0.99 * truth["msrp_true"]), df["price"],
+                               rtol=1e-9)
+    assert 0.08 < truth["noise"].std() < 0.12
+
+
+def test_generator_true_value_parts_by_hand():
+    cat = mk.CATEGORIES[0]  # phone: rate 0.45, accessories charger, box, case; repair scale 1
+    item = mk.Listing(cat, 1, 500.0, 2.0, "crack", 0.5, (1, 1, 5, 5), ("charger",), "Leeds", mk.START)
+    parts = mk.true_value(item)
+    retention = (1 - 0.10) * math.exp(-0.45 * 0.7 * 2.0)  # brand rank 1 decays at 0.7 of the category rate
+    assert parts["age_part"] == pytest.approx(1 - retention)
+    assert parts["repair"] == pytest.approx(110.0) and parts["defect_part"] == pytest.approx(0.22)
+    assert parts["accessories"] == pytest.approx(10.0 + 15.0)  # box and case missing
+    assert parts["accessory_part"] == pytest.approx(0.05) and parts["market"] == pytest.approx(0.0)
+    assert parts["value"] == pytest.approx(500 * retention - 135.0)  # about 104.67
+    assert parts["price_clean"] == pytest.approx(parts["value"])  # Leeds on the start date: no market factor
+    late = mk.Listing(cat, 1, 500.0, 2.0, "crack", 0.5, (1, 1, 5, 5), ("charger",), "Truro",
+                      mk.START + pd.Timedelta(days=365))
+    market = 0.4 + 0.15 * 365 / 365.25
+    assert mk.true_value(late)["price_clean"] == pytest.approx(parts["value"] * math.exp(-0.5 * market))
+
+
+def test_generator_independent_condition_from_age_and_defect_not_truth(market_independent):
+    df = pd.read_csv(market_independent / "listings.csv")
+    truth = pd.read_csv(market_independent / "truth.csv")
+    words = ["like new", "good", "fair", "poor"]
+    age_level = np.searchsorted([1.0, 3.0, 6.0], df["age_years"].to_numpy(), side="right")
+    defect, size = truth["defect"].fillna(""), truth["defect_size"]
+    defect_level = np.select([defect == "", (defect == "crack") | (size >= 0.7), size < 0.35], [0, 3, 1], 2)
+    seen = np.maximum(age_level, defect_level)
+    got = df["condition"].map(words.index).to_numpy()
+    flipped = truth["condition_flipped"].to_numpy(bool)
+    assert (got[~flipped] == seen[~flipped]).all()
+    assert (np.abs(got[flipped] - seen[flipped]) == 1).all() and 0.03 < flipped.mean() < 0.35
+    assert set(df["condition"]) == set(words)
+
+
+def test_generator_modes_share_items_and_differ_in_prices(tmp_path):
+    for mode in ("aligned", "independent"):
+        mk.generate(tmp_path / mode, n=60, seed=5, mode=mode)
+    a, b = (pd.read_csv(tmp_path / m / "listings.csv") for m in ("aligned", "independent"))
+    ta, tb = (pd.read_csv(tmp_path / m / "truth.csv") for m in ("aligned", "independent"))
+    same = ["listing_id", "title", "description", "category", "brand", "location", "listed_at", "image", "age_years"]
+    pd.testing.assert_frame_equal(a[same], b[same])
+    kept = ["defect", "defect_size", "defect_x0", "defect_y0", "defect_x1", "defect_y1", "defect_mention",
+            "subtle_defect", "accessories_present", "false_claim", "msrp_true"]
+    pd.testing.assert_frame_equal(ta[kept], tb[kept])
+    assert (a["msrp"] == tb["msrp_true"]).all() and (a["msrp"] != b["msrp"]).mean() > 0.9
+    assert not np.allclose(a["price"], b["price"]) and (a["condition"] != b["condition"]).any()
+    for name in a["image"].head(5):
+        assert (tmp_path / "aligned" / "images" / name).read_bytes() == \
+            (tmp_path / "independent" / "images" / name).read_bytes()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        mk.generate(tmp_path / "bad", n=20, mode="sigmoid")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_sparsemax_attention_rows_sum_to_one_with_exact_zeros():
@@ -168,37 +266,166 @@ def test_metrics_by_hand():
         rmsle(np.array([1.0]), np.array([-1.0]))
 
 
-def test_valuation_notebook_on_generated_market(tmp_path):
+def test_valuation_notebook_on_generated_market_and_the_saved_model_reproduces_it(tmp_path):
     from utils.core.paths import CONFIGS
     from utils.run import pipeline
+    from utils.valuation.__main__ import main as valuation_cli
 
     data = tmp_path / "market"
     cfg = pipeline.load_config(CONFIGS / "valuation-synth.yaml", [
         f"run={tmp_path / 'run'}", f"06_hmgnet_valuation.listings_csv={data / 'listings.csv'}",
         f"06_hmgnet_valuation.images_dir={data / 'images'}", f"06_hmgnet_valuation.truth_csv={data / 'truth.csv'}",
         "06_hmgnet_valuation.generate={n: 100, seed: 1}", "06_hmgnet_valuation.epochs=1",
-        "06_hmgnet_valuation.seeds=[0]", "06_hmgnet_valuation.fractions=[1.0]",
+        "06_hmgnet_valuation.splits=[0, 1]", "06_hmgnet_valuation.seeds=[0]", "06_hmgnet_valuation.fractions=[1.0]",
         "06_hmgnet_valuation.attribution_listings=2"])
     rows = pipeline.run(cfg)
     assert rows[0]["metric"] == "hmgnet_test_rmsle"
     out = tmp_path / "run" / "06_hmgnet_valuation"
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m["baselines"]) == {"lightgbm tfidf+tabular", "ridge tfidf+tabular", "anchor x category median"}
-    assert list(m["ablation"]) == ["global only", "+ DSCA", "full (+ structure)"]
+    models = {r["model"] for r in m["comparison"]}
+    assert {"lightgbm log price", "lightgbm log(price/anchor)", "ridge log price", "ridge log(price/anchor)",
+            "anchor x category median", "direct price (same encoders)", "HMG-Net (anchor)"} == models
+    main = next(r for r in m["comparison"] if r["model"] == "HMG-Net (anchor)")
+    other = next(r for r in m["comparison"] if r["model"] == "ridge log price")
+    assert other["diff_lo"] <= other["diff"] <= other["diff_hi"] and main["diff"] == 0
+    assert m["splits"] == ["seed 0", "seed 1"] and m["interval"]["test_rows"] == 40
+    assert [r["model"] for r in m["ablation"]] == ["global only", "+ DSCA", "HMG-Net (anchor)"]
     assert 0 <= m["attribution"]["pointing_game"] <= 1 and m["attribution"]["listings"] == 2
-    assert len(m["market_curve"]) == 8 and 0 < m["models"]["HMG-Net (anchor)"]["interval_coverage"] <= 1
-    for png in ("ablation.png", "anchor.png", "attribution.png", "market.png"):
+    assert len(m["market_curve"]) == 8 and 0 < m["interval"]["coverage"] <= 1
+    assert m["by_group"]["category"][-1]["index"] == "all"
+    for png in ("comparison.png", "ablation.png", "anchor.png", "attribution.png", "market.png"):
         assert (out / png).exists()
+    # the saved model prices the first split's test listings as the notebook did
+    expected = pd.read_csv(out / "test_predictions.csv")
+    listings = pd.read_csv(data / "listings.csv").set_index("listing_id").loc[expected["listing_id"]].reset_index()
+    new = tmp_path / "new.csv"
+    listings.drop(columns="price").to_csv(new, index=False)
+    priced = tmp_path / "priced.csv"
+    assert valuation_cli(["predict", "--model", str(out / "model"), "--listings", str(new),
+                          "--images", str(data / "images"), "--out", str(priced)]) == 0
+    got = pd.read_csv(priced)
+    assert list(got["listing_id"]) == list(expected["listing_id"])
+    for col in ("price", "lo_80", "hi_80"):
+        np.testing.assert_allclose(got[col], expected[col], rtol=1e-5)
+    np.testing.assert_allclose(got["delta"], expected["delta"], atol=1e-5)
+    assert got["top_attributions"].str.count(";").eq(2).all()
+    one = tmp_path / "one.csv"
+    listings.drop(columns="price").head(1).to_csv(one, index=False)
+    assert valuation_cli(["predict", "--model", str(out / "model"), "--listings", str(one),
+                          "--images", str(data / "images"), "--out", str(tmp_path / "one_priced.csv")]) == 0
+    assert pd.read_csv(tmp_path / "one_priced.csv")["price"].iloc[0] == pytest.approx(expected["price"].iloc[0],
+                                                                                      rel=1e-5)
 
 
-def test_valuation_notebook_on_cardekho_without_images(tmp_path):
+def test_predict_command_refuses_a_folder_without_a_model(tmp_path, capsys):
+    from utils.valuation.__main__ import main as valuation_cli
+
+    listings = tmp_path / "new.csv"
+    listings.write_text("listing_id,title\na,phone\n")
+    assert valuation_cli(["predict", "--model", str(tmp_path), "--listings", str(listings)]) == 2
+    assert "not a saved HMG-Net" in capsys.readouterr().err
+
+
+def test_valuation_notebook_on_cardekho_by_cross_validation(tmp_path):
     from utils.core.paths import CONFIGS
     from utils.run import pipeline
 
     cfg = pipeline.load_config(CONFIGS / "valuation-cardekho.yaml", [
         f"run={tmp_path / 'run'}", "06_hmgnet_valuation.epochs=2", "06_hmgnet_valuation.seeds=[0, 1]",
-        "06_hmgnet_valuation.fractions=[1.0]"])
+        "06_hmgnet_valuation.fractions=[1.0]", "06_hmgnet_valuation.cv_folds=3"])
     pipeline.run(cfg)
     m = json.loads((tmp_path / "run" / "06_hmgnet_valuation" / "metrics.json").read_text())
     assert m["ablation"] is None and m["attribution"] is None and m["market_curve"] is None
     assert {r["head"] for r in m["few_shot"]} == {"depreciation", "direct"} and len(m["few_shot"]) == 4
+    assert m["splits"] == ["fold 0", "fold 1", "fold 2"] and m["interval"]["test_rows"] == 301  # every car once
+    assert {r["index"] for r in m["by_group"]["category"]} == {"Petrol", "Diesel", "CNG", "all"}
+
+
+def test_splits_are_disjoint_and_folds_test_every_row_once():
+    from utils.valuation.compare import make_splits
+
+    for split in make_splits(100, [0, 1], val=0.15, cal=0.15, test=0.2):
+        parts = [split.train, split.val, split.cal, split.test]
+        assert [len(p) for p in parts] == [50, 15, 15, 20]
+        assert len(np.unique(np.concatenate(parts))) == 100
+    folds = make_splits(101, [0], val=0.15, cal=0.15, folds=5)
+    assert sorted(np.concatenate([f.test for f in folds]).tolist()) == list(range(101))
+    for f in folds:
+        assert not set(f.test) & set(np.concatenate([f.train, f.val, f.cal]))
+    for bad in ({"folds": 1}, {"val": 0.5, "cal": 0.3}, {"val": 0.0}):
+        with pytest.raises(ValueError):
+            make_splits(100, [0], **bad)
+
+
+def test_conformal_bounds_use_finite_sample_ranks():
+    from utils.valuation.metrics import interval_quantiles
+
+    cal_p = np.full(9, 10.0)
+    cal_y = np.expm1(np.log1p(10.0) + np.arange(1, 10) / 10)  # log residuals 0.1 .. 0.9
+    lo, hi = interval_quantiles(cal_y, cal_p, 0.8)  # n = 9: ranks floor(10 * 0.1) = 1 and ceil(10 * 0.9) = 9
+    assert lo == pytest.approx(0.1) and hi == pytest.approx(0.9)
+    lo, hi = interval_quantiles(cal_y, cal_p, 0.5)  # ranks floor(2.5) = 2 and ceil(7.5) = 8
+    assert lo == pytest.approx(0.2) and hi == pytest.approx(0.8)
+    with pytest.raises(ValueError):
+        interval_quantiles(cal_y, cal_p, 1.0)
+
+
+def test_paired_bootstrap_of_an_rmsle_difference():
+    from utils.valuation.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(10, 100, 400)
+    split = np.repeat([0, 1], 200)
+    good, bad = y * np.exp(rng.normal(0, 0.1, 400)), y * np.exp(rng.normal(0, 0.3, 400))
+    same = paired_bootstrap(y, good, good, split)
+    assert same == {"difference": 0.0, "lo": 0.0, "hi": 0.0, "splits": 2}
+    b = paired_bootstrap(y, good, bad, split)
+    by_hand = np.mean([rmsle(y[split == s], good[split == s]) - rmsle(y[split == s], bad[split == s]) for s in (0, 1)])
+    assert b["difference"] == pytest.approx(by_hand) and b["lo"] < b["difference"] < b["hi"] < 0
+
+
+def test_preprocessor_round_trip_and_unseen_values():
+    from utils.valuation.features import Preprocessor
+
+    df = pd.DataFrame({"listing_id": list("abcd"), "title": ["x phone"] * 4, "category": ["p", "p", "q", "q"],
+                       "brand": ["b1", "b2", "b1", "b1"], "msrp": [100.0, 200.0, 300.0, np.nan],
+                       "price": [50.0, 80.0, 90.0, 40.0], "age_years": [1.0, 2.0, 3.0, np.nan],
+                       "location": ["L1", "L2", "L1", "L1"],
+                       "listed_at": pd.to_datetime(["2024-01-05", "2024-03-01", "2024-02-01", "2024-01-01"])})
+    pre = Preprocessor.fit(df, np.array([0, 1, 2]), ["box"], ["age_years"])
+    again = Preprocessor.from_dict(pre.to_dict())
+    assert again == pre and pre.months == 3 and pre.month_origin == (2024, 1)
+    new = pd.DataFrame({"listing_id": ["n"], "title": ["x"], "category": ["zzz"], "brand": ["b1"], "msrp": [np.nan],
+                        "location": ["nowhere"], "listed_at": pd.to_datetime(["2030-01-01"])})
+    inp = again.transform(new)
+    assert int(inp.categorical["category"][0]) == 0 and int(inp.location[0]) == 0  # unseen -> unknown
+    assert int(inp.month[0]) == 2 and float(inp.anchor[0]) == pytest.approx(200.0)  # last month; median msrp
+    assert bool(inp.anchor_estimated[0]) and float(inp.numeric[0, 1]) == 0.0  # missing age -> training mean
+
+
+def test_lightgbm_and_ridge_on_the_log_ratio_target():
+    from utils.valuation.baselines import ridge_price
+
+    rng = np.random.default_rng(0)
+    msrp = rng.uniform(100, 1000, 200)
+    df = pd.DataFrame({"listing_id": [str(i) for i in range(200)], "title": "item", "category": "c",
+                       "msrp": msrp, "price": 0.6 * msrp})
+    tr, te = np.arange(150), np.arange(150, 200)
+    ratio = ridge_price(df, tr, te, target="log(price/anchor)")
+    np.testing.assert_allclose(ratio, 0.6 * msrp[te], rtol=1e-3)  # the ratio is constant: learnt exactly
+    with pytest.raises(ValueError, match="target"):
+        ridge_price(df, tr, te, target="price")
+
+
+def test_used_phones_log_prices_map_to_prices():
+    import yaml
+
+    from utils.core.paths import CONFIGS
+
+    stage = yaml.safe_load((CONFIGS / "valuation-used-phones.yaml").read_text())["stages"]["06_hmgnet_valuation"]
+    df = read_listings(ROOT / stage["listings_csv"], stage["mapping"])
+    raw = pd.read_csv(ROOT / stage["listings_csv"])
+    assert len(df) == 3454 and df["listing_id"].is_unique
+    np.testing.assert_allclose(df["price"], np.exp(raw["normalized_used_price"]))
+    np.testing.assert_allclose(df["msrp"], np.exp(raw["normalized_new_price"]))
+    np.testing.assert_allclose(df["age_years"], 2021 - raw["release_year"])

@@ -212,7 +212,7 @@ class ValuationParams(RunParams):
     listings_csv: str = "inputs/market/listings.csv"
     images_dir: str = "inputs/market/images"
     truth_csv: str = "inputs/market/truth.csv"
-    generate: dict | None = field(default_factory=lambda: {"n": 3000, "seed": 0})
+    generate: dict | None = field(default_factory=lambda: {"n": 3000, "seed": 0, "mode": "independent"})
     mapping: dict | None = None
     drop_nonpositive_price: bool = False
     numeric: list[str] = field(default_factory=lambda: ["age_years"])
@@ -228,21 +228,29 @@ class ValuationParams(RunParams):
     claim_weight: float = 0.3
     batch_size: int = 64
     experiments: list[str] = field(default_factory=lambda: ["ablation", "anchor", "attribution", "market"])
+    splits: list[int] = field(default_factory=lambda: [0, 1, 2])
+    cv_folds: int = 0
+    val_share: float = 0.15
+    cal_share: float = 0.15
+    test_share: float = 0.2
+    interval_level: float = 0.8
+    error_by: list[str] = field(default_factory=lambda: ["category"])
     fractions: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25, 1.0])
     few_shot_rows: int = 0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    ablation_seeds: list[int] = field(default_factory=lambda: [0])
     attribution_listings: int = 60
-    val_share: float = 0.2
-    test_share: float = 0.2
-    seed: int = 0
 
     def __post_init__(self) -> None:
         _positive("epochs", self.epochs)
-        _in_unit("val_share", self.val_share)
-        _in_unit("test_share", self.test_share)
-        if self.val_share + self.test_share >= 1:
-            raise ConfigError(f"val_share + test_share must be below 1, got {self.val_share + self.test_share}")
+        for name in ("val_share", "cal_share", "test_share", "interval_level"):
+            _in_unit(name, getattr(self, name))
+        if not self.splits:
+            raise ConfigError("splits needs at least one seed")
+        if self.cv_folds < 0 or self.cv_folds == 1:
+            raise ConfigError(f"cv_folds must be 0 (random splits) or at least 2, got {self.cv_folds}")
+        test = 1 / self.cv_folds if self.cv_folds else self.test_share
+        if self.val_share + self.cal_share + test >= 0.9:
+            raise ConfigError(f"val_share + cal_share + the test share ({test:.3g}) must leave 10% for training")
 
 
 SCHEMAS: dict[str, type] = {p.EDA: EdaParams, p.TRAIN: TrainParams, p.EMBED: EmbedParams, p.KNN: KnnParams,

@@ -1,4 +1,5 @@
-"""Command line of the generators: `python -m utils.synth shopee --out DIR --groups N --seed S`, `... market`."""
+"""Command line of the generators: `python -m utils.synth shopee --out DIR --groups N --seed S`, `... market [--mode
+independent|aligned]`."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("--n", type=int, default=3000, help="listings")
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--defect-rate", type=float, default=0.45, help="share of listings with a defect")
-    mk.add_argument("--noise-sd", type=float, default=0.03, help="noise added to the true delta")
+    mk.add_argument("--noise-sd", type=float, default=None,
+                    help="noise sd: added to delta (aligned, default 0.03) or to log price (independent, default 0.1)")
+    mk.add_argument("--mode", default="independent",
+                    help="pricing: independent (not the model's form; default) or aligned (the model's own form)")
     args = ap.parse_args(argv)
     try:
         return _generate(args)
@@ -40,7 +44,7 @@ def _generate(args: argparse.Namespace) -> int:
         from .market import generate as generate_market
 
         summary = generate_market(args.out, n=args.n, seed=args.seed, defect_rate=args.defect_rate,
-                                  noise_sd=args.noise_sd)
+                                  noise_sd=args.noise_sd, mode=args.mode)
         print(json.dumps({**summary, "seconds": round(time.perf_counter() - t0, 1)}))
         return 0
     from .shopee import generate

@@ -1,7 +1,10 @@
-"""Baselines under the same split: TF-IDF + tabular with LightGBM or Ridge (Mercari-style), and the anchor
-times the median depreciation of the category."""
+"""Baselines under the same split: TF-IDF + tabular with LightGBM or Ridge (Mercari-style), each on two targets,
+log price and log(price / anchor) (the target HMG-Net's depreciation layer gets: the fair comparison), and the
+anchor times the median depreciation of the category."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -13,6 +16,18 @@ from sklearn.preprocessing import OneHotEncoder
 from .features import estimate_anchor
 
 CATEGORICAL = ("category", "brand", "condition", "location")
+TARGETS = ("log price", "log(price/anchor)")
+
+
+def _target(df: pd.DataFrame, train_idx: np.ndarray, target: str) -> tuple[np.ndarray, Callable]:
+    """The regression target of every row, and `to_price(prediction, rows)`."""
+    price = df["price"].to_numpy(float)
+    if target == "log price":
+        return np.log1p(price), lambda z, rows: np.expm1(z)
+    if target == "log(price/anchor)":
+        anchor, _ = estimate_anchor(df, train_idx)
+        return np.log(price / anchor), lambda z, rows: anchor[rows] * np.exp(z)
+    raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
 
 
 def tabular_text_matrix(df: pd.DataFrame, train_idx: np.ndarray, numeric: list[str] = ()) -> sp.csr_matrix:
@@ -36,22 +51,24 @@ def tabular_text_matrix(df: pd.DataFrame, train_idx: np.ndarray, numeric: list[s
 
 
 def lightgbm_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray, numeric: list[str] = (),
-                   seed: int = 0) -> np.ndarray:
-    """LightGBM regression of log1p(price) on the TF-IDF + tabular matrix."""
+                   seed: int = 0, target: str = "log price") -> np.ndarray:
+    """LightGBM regression of `target` on the TF-IDF + tabular matrix; test prices."""
     import lightgbm as lgb
 
     X = tabular_text_matrix(df, train_idx, numeric)
-    y = np.log1p(df["price"].to_numpy(float))
+    y, to_price = _target(df, train_idx, target)
     model = lgb.LGBMRegressor(n_estimators=600, learning_rate=0.05, num_leaves=31, min_child_samples=10,
                               subsample=0.8, subsample_freq=1, colsample_bytree=0.5, random_state=seed, verbose=-1)
     model.fit(X[train_idx], y[train_idx])
-    return np.expm1(model.predict(X[test_idx]))
+    return to_price(model.predict(X[test_idx]), test_idx)
 
 
-def ridge_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray, numeric: list[str] = ()) -> np.ndarray:
+def ridge_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray, numeric: list[str] = (),
+                target: str = "log price") -> np.ndarray:
+    """Ridge regression of `target` on the TF-IDF + tabular matrix; test prices."""
     X = tabular_text_matrix(df, train_idx, numeric)
-    y = np.log1p(df["price"].to_numpy(float))
-    return np.expm1(Ridge(alpha=3.0).fit(X[train_idx], y[train_idx]).predict(X[test_idx]))
+    y, to_price = _target(df, train_idx, target)
+    return to_price(Ridge(alpha=3.0).fit(X[train_idx], y[train_idx]).predict(X[test_idx]), test_idx)
 
 
 def anchor_median_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""The paper's experiments as functions the valuation notebook calls: splits, model variants and baselines
-under one split, the granularity ablation, anchor effectiveness, attribution and the market curve."""
+"""The paper's experiments on one split, as functions the valuation notebook calls: anchor effectiveness by
+training share and few-shot, attribution, the image detectors against the truth and the market curve (the
+comparisons over several splits are in `compare`)."""
 
 from __future__ import annotations
 
@@ -8,26 +9,13 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from . import baselines
 from .explain import chance_rate, occlusion_map, pointing_game, region_effect
 from .features import Backbone, Inputs
 from .fit import predict, train
-from .market import market_edges
-from .metrics import coverage, interval, scores
+from .metrics import scores
 from .model import HMGConfig, HMGNet
 
-ABLATION = {"global only": {"dsca": False, "structure": False},
-            "+ DSCA": {"structure": False},
-            "full (+ structure)": {}}
-
-
-def split_rows(n: int, val: float = 0.2, test: float = 0.2, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """Seeded random train / validation / test row indices."""
-    if not 0 < val < 1 or not 0 < test < 1 or val + test >= 1:
-        raise ValueError(f"val and test shares must be in (0, 1) with a sum below 1, got {val} and {test}")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val, n_test = int(round(val * n)), int(round(test * n))
-    return perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
+ABLATION = {"global only": {"dsca": False, "structure": False}, "+ DSCA": {"structure": False}}  # and the full model
 
 
 def evaluate(y: np.ndarray, pred: np.ndarray, subsets: dict[str, np.ndarray]) -> dict[str, float]:
@@ -37,28 +25,6 @@ def evaluate(y: np.ndarray, pred: np.ndarray, subsets: dict[str, np.ndarray]) ->
         if mask.any():
             out[f"rmsle_{name}"] = scores(y[mask], pred[mask])["rmsle"]
     return out
-
-
-def run_variant(cfg: HMGConfig, inputs: Inputs, tr: np.ndarray, va: np.ndarray, te: np.ndarray,
-                subsets: dict[str, np.ndarray], level: float = 0.8, **fit_args) -> tuple[HMGNet, dict]:
-    """Train one variant; test scores, an interval calibrated on the validation rows, and its coverage."""
-    model, history = train(cfg, inputs, tr, va, **fit_args)
-    y = inputs.price.numpy()
-    val_p, test_p = predict(model, va)["price"], predict(model, te)["price"]
-    lo, hi = interval(y[va], val_p, test_p, level)
-    result = {**evaluate(y[te], test_p, subsets), "interval_coverage": coverage(y[te], lo, hi),
-              "interval_level": level, "history": history, "config": cfg.to_dict()}
-    return model, result
-
-
-def baseline_table(df: pd.DataFrame, tr: np.ndarray, te: np.ndarray, subsets: dict[str, np.ndarray],
-                   numeric: list[str]) -> dict[str, dict]:
-    """LightGBM and Ridge on TF-IDF + tabular, and anchor x category median depreciation, same split."""
-    y = df["price"].to_numpy(float)[te]
-    preds = {"lightgbm tfidf+tabular": baselines.lightgbm_price(df, tr, te, numeric),
-             "ridge tfidf+tabular": baselines.ridge_price(df, tr, te, numeric),
-             "anchor x category median": baselines.anchor_median_price(df, tr, te)}
-    return {k: evaluate(y, np.maximum(p, 0), subsets) for k, p in preds.items()}
 
 
 def fraction_study(inputs: Inputs, tr: np.ndarray, va: np.ndarray, te: np.ndarray, subsets: dict[str, np.ndarray],
@@ -71,8 +37,8 @@ def fraction_study(inputs: Inputs, tr: np.ndarray, va: np.ndarray, te: np.ndarra
             for seed in seeds:
                 sub = np.random.default_rng(seed).permutation(tr)[:max(8, int(round(frac * len(tr))))]
                 cfg = HMGConfig(**{**base.to_dict(), "head": head})
-                _, r = run_variant(cfg, inputs, sub, va, te, subsets, seed=seed, **fit_args)
-                res.append(r)
+                model, _ = train(cfg, inputs, sub, va, seed=seed, **fit_args)
+                res.append(evaluate(inputs.price.numpy()[te], predict(model, te)["price"], subsets))
             rows.append({"fraction": frac, "train_rows": len(sub), "head": head,
                          **{k: float(np.mean([r[k] for r in res])) for k in res[0] if k.startswith("rmsle")}})
     return pd.DataFrame(rows)
@@ -94,18 +60,17 @@ def attribution_study(model: HMGNet, backbone: Backbone, rows: np.ndarray, paths
 
 
 def market_curve(model: HMGNet, row: int, locations: list[str], vocab: list[str]) -> pd.DataFrame:
-    """The same listing's delta with its location set to each of `locations` (the graph rebuilt each time)."""
+    """The same listing's delta with its location set to each of `locations` (the market nodes stay those of
+    the reference listings)."""
     inp = model.inputs
-    original = inp.location.clone()
+    original = int(inp.location[row])
     out = []
     try:
         for name in locations:
             inp.location[row] = vocab.index(name) + 1 if name in vocab else 0
-            model.edges = market_edges(inp.location, inp.month, inp.sizes["month"])
             out.append({"location": name, "delta": float(predict(model, np.array([row]))["delta"][0])})
     finally:
-        inp.location.copy_(original)
-        model.edges = market_edges(inp.location, inp.month, inp.sizes["month"])
+        inp.location[row] = original
     return pd.DataFrame(out)
 
 

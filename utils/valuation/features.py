@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,36 +41,56 @@ class Inputs:
     sizes: dict[str, int] = field(default_factory=dict)  # vocabulary size per categorical column
 
 
-def estimate_anchor(df: pd.DataFrame, train_idx: np.ndarray, quantile: float = 0.95,
-                    min_count: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """The MSRP where known; elsewhere an anchor from the training rows.
+@dataclass
+class AnchorTable:
+    """Anchors for listings without an MSRP, fitted on the training rows (and saved with the model).
 
     Missing MSRPs take the median MSRP of the training rows with the same category and brand (then
-    category, then all) when the column has values; without any MSRP, the anchor is the `quantile`
-    of training prices of the same category and brand (a market ceiling, so price <= anchor mostly).
-    A group counts only with at least `min_count` training rows.
+    category, then all) when the column has values; without any MSRP, the anchor is the `quantile` of
+    training prices of the same category and brand (a market ceiling, so price <= anchor mostly). A
+    group counts only with at least `min_count` training rows.
     """
-    n = len(df)
-    msrp = df["msrp"].to_numpy(float) if "msrp" in df else np.full(n, np.nan)
-    estimated = np.isnan(msrp)
-    if not estimated.any():
-        return msrp, estimated
-    train = df.iloc[train_idx]
-    if "msrp" in df and train["msrp"].notna().any():
-        source, stat = train["msrp"], (lambda s: s.median())
-    else:
-        source, stat = train["price"], (lambda s: s.quantile(quantile))
-    out = msrp.copy()
-    keys = [k for k in (["category", "brand"], ["category"]) if all(c in df for c in k)]
-    for key in keys:
-        groups = source.groupby([train[c] for c in key])
-        table = groups.agg(stat)[groups.size() >= min_count]
-        look = pd.MultiIndex.from_frame(df[key]) if len(key) > 1 else df[key[0]]
-        vals = table.reindex(look).to_numpy(float)
-        fill = np.isnan(out) & ~np.isnan(vals)
-        out[fill] = vals[fill]
-    out[np.isnan(out)] = float(stat(source))
-    return out, estimated
+
+    source: str  # "msrp" (medians of training MSRPs) or "price" (a quantile of training prices)
+    by_category_brand: dict[str, dict[str, float]]  # category -> brand -> anchor
+    by_category: dict[str, float]
+    overall: float
+
+    @classmethod
+    def fit(cls, train: pd.DataFrame, quantile: float = 0.95, min_count: int = 5) -> AnchorTable:
+        if "msrp" in train and train["msrp"].notna().any():
+            source, values, stat = "msrp", train["msrp"], (lambda s: float(s.median()))
+        else:
+            source, values, stat = "price", train["price"], (lambda s: float(s.quantile(quantile)))
+        values = values.dropna()
+        pairs, cats = {}, {}
+        if "category" in train:
+            rows = train.loc[values.index]
+            if "brand" in train:
+                for (c, b), g in values.groupby([rows["category"], rows["brand"]]):
+                    if len(g) >= min_count:
+                        pairs.setdefault(str(c), {})[str(b)] = stat(g)
+            cats = {str(c): stat(g) for c, g in values.groupby(rows["category"]) if len(g) >= min_count}
+        return cls(source, pairs, cats, stat(values))
+
+    def apply(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The anchor of every row (its MSRP where known) and whether it was estimated."""
+        n = len(df)
+        msrp = df["msrp"].to_numpy(float) if "msrp" in df else np.full(n, np.nan)
+        estimated = np.isnan(msrp)
+        out = msrp.copy()
+        cats = df["category"].astype(str).tolist() if "category" in df else [None] * n
+        brands = df["brand"].astype(str).tolist() if "brand" in df else [None] * n
+        for i in np.flatnonzero(estimated):
+            value = self.by_category_brand.get(cats[i], {}).get(brands[i])
+            out[i] = value if value is not None else self.by_category.get(cats[i], self.overall)
+        return out, estimated
+
+
+def estimate_anchor(df: pd.DataFrame, train_idx: np.ndarray, quantile: float = 0.95,
+                    min_count: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The MSRP where known; elsewhere the `AnchorTable` of the training rows."""
+    return AnchorTable.fit(df.iloc[train_idx], quantile, min_count).apply(df)
 
 
 def tokenize(texts: list[str], max_tokens: int = MAX_TOKENS) -> torch.Tensor:
@@ -114,11 +134,13 @@ class Backbone:
         return mid, last.mean(dim=(2, 3))
 
 
-def image_features(paths: list[str | None], backbone: Backbone, batch_size: int = 64) -> tuple[torch.Tensor, ...]:
+def image_features(paths: list[str | None], backbone: Backbone, batch_size: int = 64,
+                   disable: bool = False) -> tuple[torch.Tensor, ...]:
     """Photos (uint8), feature maps and pooled features of every image, computed once (float16) so that
     ablations train only the light heads on top."""
     pixels, maps, pooled = [], [], []
-    for s in progress(range(0, len(paths), batch_size), desc="image features", unit="batch", leave=False):
+    for s in progress(range(0, len(paths), batch_size), desc="image features", unit="batch", leave=False,
+                  disable=disable):
         images = torch.stack([load_image(p, backbone.size) for p in paths[s:s + batch_size]])
         mid, last = backbone(images)
         pixels.append((images * 255).round().to(torch.uint8))
@@ -136,43 +158,103 @@ def load_image(path: str | Path | None, size: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
+def listing_images(df: pd.DataFrame, images_dir: str | None, backbone: Backbone,
+                   progress_bar: bool = True) -> tuple[torch.Tensor, ...]:
+    """Pixels, feature maps, pooled features and has_image of every listing's photo (column `image`)."""
+    files = df["image"].tolist() if "image" in df and images_dir else [""] * len(df)
+    paths = [str(Path(images_dir) / f) if f else None for f in files]
+    pixels, maps, pooled = image_features(paths, backbone, disable=not progress_bar)
+    return pixels, maps, pooled, torch.tensor([bool(p) and Path(p).is_file() for p in paths])
+
+
 def _ids(values: pd.Series, vocab: list[str]) -> torch.Tensor:
     index = {v: i + 1 for i, v in enumerate(vocab)}
     return torch.tensor([index.get(v, 0) for v in values], dtype=torch.long)
 
 
+def _months(dates: pd.Series, origin: tuple[int, int]) -> pd.Series:
+    return (dates.dt.year - origin[0]) * 12 + dates.dt.month - origin[1]
+
+
+@dataclass
+class Preprocessor:
+    """Everything learnt from the training rows that turns listings into `Inputs`: the anchor table,
+    vocabularies, numeric scalers, the month origin, the accessory words and the image settings. Saved
+    with the model, so that a new listing is encoded exactly as the training rows were."""
+
+    anchor: AnchorTable
+    vocab: dict[str, list[str]]  # categorical columns and location -> training values (id = position + 1)
+    numeric: list[str]  # extra numeric columns (after the log anchor)
+    mean: list[float]  # scaler of [log anchor, *numeric]
+    scale: list[float]
+    accessories: list[str]
+    image: dict | None = None  # Backbone arguments when the model reads photos
+    month_origin: tuple[int, int] | None = None  # (year, month) of the first training listing
+    months: int = 0  # months spanned by the training listings
+
+    @classmethod
+    def fit(cls, df: pd.DataFrame, train_idx: np.ndarray, accessories: list[str], numeric: list[str] = (),
+            image: dict | None = None) -> Preprocessor:
+        train = df.iloc[train_idx]
+        anchor = AnchorTable.fit(train)
+        vocab = {c: sorted(train[c].astype(str).unique()) for c in (*CATEGORICAL, "location") if c in df}
+        numeric = [c for c in numeric if c in df]
+        cols = np.stack([np.log(anchor.apply(train)[0])] + [train[c].to_numpy(float) for c in numeric], axis=1)
+        pre = cls(anchor, vocab, numeric, np.nanmean(cols, axis=0).tolist(),
+                  (np.nanstd(cols, axis=0) + 1e-6).tolist(), list(accessories), image)
+        if "listed_at" in df and train["listed_at"].notna().any():
+            first, last = train["listed_at"].min(), train["listed_at"].max()
+            pre.month_origin = (int(first.year), int(first.month))
+            pre.months = int(_months(pd.Series([last]), pre.month_origin).iloc[0]) + 1
+        return pre
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessor:
+        origin = tuple(d["month_origin"]) if d.get("month_origin") else None
+        return cls(**{**d, "anchor": AnchorTable(**d["anchor"]), "month_origin": origin})
+
+    def transform(self, df: pd.DataFrame, images_dir: str | None = None, backbone: Backbone | None = None,
+                  progress_bar: bool = True, images: tuple[torch.Tensor, ...] | None = None) -> Inputs:
+        """Inputs for every row of `df` (training rows or new listings); unknown values get id 0, dates
+        outside the training months the nearest one, missing photos a grey frame with has_image False.
+        `images`: `listing_images` of `df` computed once (they do not depend on the training rows)."""
+        n = len(df)
+        anchor, estimated = self.anchor.apply(df)
+        blank = pd.Series("", index=df.index)
+        text = (df.get("title", blank).astype(str) + ". " + df.get("description", blank).astype(str)).tolist()
+        cats = {c: _ids(df[c].astype(str), v) if c in df else torch.zeros(n, dtype=torch.long)
+                for c, v in self.vocab.items() if c != "location"}
+        sizes = {c: len(v) + 1 for c, v in self.vocab.items()}
+        cols = [np.log(anchor)] + [df[c].to_numpy(float) if c in df else np.full(n, np.nan) for c in self.numeric]
+        num = np.nan_to_num((np.stack(cols, axis=1) - np.array(self.mean)) / np.array(self.scale))
+        price = df["price"].to_numpy(float) if "price" in df else np.full(n, np.nan)
+        inputs = Inputs(tokens=tokenize(text), categorical=cats, numeric=torch.tensor(num, dtype=torch.float32),
+                        anchor=torch.tensor(anchor, dtype=torch.float32), anchor_estimated=torch.tensor(estimated),
+                        claims=torch.tensor(parse_claims(text, self.accessories), dtype=torch.float32),
+                        defect_mentioned=torch.tensor((parse_claims(text, DEFAULT_DEFECTS) > 0).any(1),
+                                                      dtype=torch.float32),
+                        price=torch.tensor(price, dtype=torch.float32), sizes=sizes)
+        if self.image is not None:
+            inputs.pixels, inputs.patches, inputs.pooled, inputs.has_image = images or listing_images(
+                df, images_dir, backbone or Backbone(**self.image), progress_bar)
+        if "location" in self.vocab:
+            inputs.location = _ids(df["location"].astype(str), self.vocab["location"]) if "location" in df \
+                else torch.zeros(n, dtype=torch.long)
+        if self.month_origin is not None:
+            dates = df["listed_at"] if "listed_at" in df else pd.Series(pd.NaT, index=df.index)
+            months = _months(dates, self.month_origin).fillna(self.months - 1).clip(0, self.months - 1)
+            inputs.month = torch.tensor(months.to_numpy(int), dtype=torch.long)
+            sizes["month"] = self.months
+        return inputs
+
+
 def build_inputs(df: pd.DataFrame, train_idx: np.ndarray, accessories: list[str], images_dir: str | None = None,
-                 backbone: Backbone | None = None, numeric: list[str] = ()) -> Inputs:
-    """Inputs for every row; vocabularies and scalers come from the training rows only."""
-    train = df.iloc[train_idx]
-    anchor, estimated = estimate_anchor(df, train_idx)
-    text = (df.get("title", pd.Series("", index=df.index)) + ". " +
-            df.get("description", pd.Series("", index=df.index))).tolist()
-    cats, sizes = {}, {}
-    for c in CATEGORICAL:
-        if c in df:
-            vocab = sorted(train[c].unique())
-            cats[c], sizes[c] = _ids(df[c], vocab), len(vocab) + 1
-    cols = [np.log(anchor)] + [df[c].to_numpy(float) for c in numeric if c in df]
-    num = np.stack(cols, axis=1)
-    mu, sd = np.nanmean(num[train_idx], axis=0), np.nanstd(num[train_idx], axis=0) + 1e-6
-    num = np.nan_to_num((num - mu) / sd)
-    inputs = Inputs(tokens=tokenize(text), categorical=cats, numeric=torch.tensor(num, dtype=torch.float32),
-                    anchor=torch.tensor(anchor, dtype=torch.float32), anchor_estimated=torch.tensor(estimated),
-                    claims=torch.tensor(parse_claims(text, accessories), dtype=torch.float32),
-                    defect_mentioned=torch.tensor((parse_claims(text, DEFAULT_DEFECTS) > 0).any(1),
-                                                  dtype=torch.float32),
-                    price=torch.tensor(df["price"].to_numpy(float), dtype=torch.float32), sizes=sizes)
-    if images_dir and "image" in df:
-        paths = [str(Path(images_dir) / f) if f else None for f in df["image"]]
-        inputs.pixels, inputs.patches, inputs.pooled = image_features(paths, backbone or Backbone())
-        inputs.has_image = torch.tensor([bool(p) and Path(p).is_file() for p in paths])
-    if "location" in df:
-        vocab = sorted(train["location"].unique())
-        inputs.location, sizes["location"] = _ids(df["location"], vocab), len(vocab) + 1
-    if "listed_at" in df and df["listed_at"].notna().any():
-        t = df["listed_at"]
-        months = (t.dt.year - t.min().year) * 12 + t.dt.month - t.min().month
-        inputs.month = torch.tensor(months.fillna(0).to_numpy(int), dtype=torch.long)
-        sizes["month"] = int(inputs.month.max()) + 1
-    return inputs
+                 backbone: Backbone | None = None, numeric: list[str] = (),
+                 image: dict | None = None) -> tuple[Inputs, Preprocessor]:
+    """Inputs for every row and the preprocessor fitted on the training rows (vocabularies, scalers, anchors);
+    `image` (Backbone arguments) is recorded for new listings when `images_dir` is given."""
+    pre = Preprocessor.fit(df, train_idx, accessories, numeric, (image or {}) if images_dir else None)
+    return pre.transform(df, images_dir, backbone), pre

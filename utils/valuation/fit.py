@@ -12,7 +12,7 @@ from utils.core.schedule import warmup_scheduler
 
 from .features import Inputs
 from .metrics import rmsle
-from .model import HMGConfig, HMGNet
+from .model import HMGConfig, HMGNet, market_reference
 from .structure import claim_loss, mention_loss
 
 
@@ -49,7 +49,9 @@ def train(cfg: HMGConfig, inputs: Inputs, train_idx: np.ndarray, val_idx: np.nda
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     y = inputs.price.numpy()
-    model = HMGNet(cfg, inputs, init_log_price=float(np.log(y[train_idx]).mean()))
+    reference = market_reference(inputs, train_idx) if inputs.location is not None and inputs.month is not None \
+        else None
+    model = HMGNet(cfg, inputs, reference, init_log_price=float(np.log(y[train_idx]).mean()))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     steps = -(-len(train_idx) // batch_size)
     sched = warmup_scheduler(opt, schedule, steps, steps * epochs)

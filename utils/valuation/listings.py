@@ -29,23 +29,26 @@ def _rows(mask: pd.Series) -> str:
     return f"line(s) {', '.join(map(str, lines))}" + (" ..." if mask.sum() > _SHOW else "")
 
 
-def map_columns(raw: pd.DataFrame, mapping: dict | None) -> pd.DataFrame:
+def map_columns(raw: pd.DataFrame, mapping: dict | None, optional: tuple[str, ...] = ()) -> pd.DataFrame:
     """Rename a dataset's columns to the listings format.
 
     `mapping`: `columns` (listings name -> source column), `describe` (source columns written into
     the description as "name: value"), `numeric` (listings name -> source column, kept as numbers),
-    `age_from_year` ({column, reference}: age_years = reference - year). Without `listing_id` the
-    row number is used.
+    `log_columns` (listings name -> source column holding the natural log of the value, e.g. used phones'
+    log prices), `age_from_year` ({column, reference}: age_years = reference - year). Without `listing_id`
+    the row number is used. Names in `optional` (the price, for new listings) may lack their source column.
     """
     if not mapping:
         return raw.copy()
     out = pd.DataFrame(index=raw.index)
-    for name, src in (mapping.get("columns") or {}).items():
-        if src not in raw.columns:
-            raise DataError(f"mapping: source column {src!r} (for {name!r}) not in {list(raw.columns)}")
-        out[name] = raw[src]
-    for name, src in (mapping.get("numeric") or {}).items():
-        out[name] = pd.to_numeric(raw[src], errors="coerce")
+    kinds = (("columns", lambda v: v), ("numeric", lambda v: pd.to_numeric(v, errors="coerce")),
+             ("log_columns", lambda v: np.exp(pd.to_numeric(v, errors="coerce"))))
+    for key, convert in kinds:
+        for name, src in (mapping.get(key) or {}).items():
+            if src in raw.columns:
+                out[name] = convert(raw[src])
+            elif name not in optional:
+                raise DataError(f"mapping: source column {src!r} (for {name!r}) not in {list(raw.columns)}")
     age = mapping.get("age_from_year")
     if age:
         out["age_years"] = float(age["reference"]) - pd.to_numeric(raw[age["column"]], errors="coerce")
@@ -73,7 +76,7 @@ def read_listings(path: str | Path, mapping: dict | None = None, sep: str | None
         raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise DataError(f"{path}: not a readable table ({e})") from None
-    df = map_columns(raw, mapping)
+    df = map_columns(raw, mapping, optional=() if require_price else ("price",))
     required = ["listing_id"] + (["price"] if require_price else [])
     missing = [c for c in required if c not in df.columns]
     if missing:

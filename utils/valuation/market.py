@@ -4,6 +4,10 @@ Items link to their location and their month; months link to the next month. Ite
 the entity-side numbers (log anchor, age, ...: never the price), location and month nodes start from
 learned embeddings. Two rounds of message passing let a location summarise the items listed there and
 pass that back, giving each listing its E_market.
+
+Inductive: only the reference listings (the training rows, saved with the model) send messages to the
+location and month nodes; the listings being priced only receive. So a listing's E_market does not
+depend on the other listings priced with it, and a new listing needs no retraining.
 """
 
 from __future__ import annotations
@@ -13,20 +17,24 @@ from torch import nn
 from torch_geometric.nn import HeteroConv, SAGEConv
 
 
-def market_edges(location: torch.Tensor, month: torch.Tensor, n_months: int) -> dict[tuple[str, str, str],
-                                                                                       torch.Tensor]:
-    """Edge indices of the market graph for every listing (transductive: all rows, no prices)."""
-    items = torch.arange(len(location))
+def market_edges(ref_location: torch.Tensor, ref_month: torch.Tensor, location: torch.Tensor, month: torch.Tensor,
+                 n_months: int) -> dict[tuple[str, str, str], torch.Tensor]:
+    """Edge indices of the market graph over item nodes [reference rows, then the rows priced]: reference
+    items send to their location and month, every item receives from its own."""
+    n_ref = len(ref_location)
+    ref = torch.arange(n_ref)
+    items = torch.arange(n_ref + len(location))
+    all_location, all_month = torch.cat([ref_location, location]), torch.cat([ref_month, month])
     nxt = torch.arange(max(n_months - 1, 0))
-    return {("item", "in", "location"): torch.stack([items, location]),
-            ("location", "has", "item"): torch.stack([location, items]),
-            ("item", "at", "time"): torch.stack([items, month]),
-            ("time", "has", "item"): torch.stack([month, items]),
+    return {("item", "in", "location"): torch.stack([ref, ref_location]),
+            ("location", "has", "item"): torch.stack([all_location, items]),
+            ("item", "at", "time"): torch.stack([ref, ref_month]),
+            ("time", "has", "item"): torch.stack([all_month, items]),
             ("time", "next", "time"): torch.cat([torch.stack([nxt, nxt + 1]), torch.stack([nxt + 1, nxt])], dim=1)}
 
 
 class MarketGraph(nn.Module):
-    """E_market [N, d] for all listings from the location / time graph."""
+    """E_market [N, d] of the item nodes of the location / time graph."""
 
     def __init__(self, item_dim: int, n_locations: int, n_months: int, dim: int = 32, layers: int = 2):
         super().__init__()

@@ -1,4 +1,5 @@
-"""Valuation metrics: RMSLE (the Mercari metric), MAE, MAPE, and a split-conformal 80% interval."""
+"""Valuation metrics: RMSLE (the Mercari metric), MAE, MAPE, a split-conformal interval, and the paired bootstrap
+of an RMSLE difference over several splits."""
 
 from __future__ import annotations
 
@@ -26,14 +27,52 @@ def scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
             "mape": float(100 * np.mean(np.abs(p - y) / np.maximum(y, 1e-9)))}
 
 
-def interval(cal_y: np.ndarray, cal_p: np.ndarray, p: np.ndarray, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """Prediction interval from the calibration rows' log residuals (split conformal, asymmetric quantiles)."""
+def interval_quantiles(cal_y: np.ndarray, cal_p: np.ndarray, level: float = 0.8) -> tuple[float, float]:
+    """Split-conformal bounds of the log residual log1p(y) - log1p(p) from calibration rows that trained and
+    selected nothing: the k-th smallest with the finite-sample ranks floor((n + 1) a / 2) and
+    ceil((n + 1)(1 - a / 2)), a = 1 - level (clamped to the extremes when n is too small for them)."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must be in (0, 1), got {level}")
     cal_y, cal_p = _check(cal_y, cal_p)
-    r = np.log1p(cal_y) - np.log1p(cal_p)
-    lo, hi = np.quantile(r, [(1 - level) / 2, (1 + level) / 2])
-    return np.expm1(np.log1p(p) + lo), np.expm1(np.log1p(p) + hi)
+    r = np.sort(np.log1p(cal_y) - np.log1p(cal_p))
+    n, a = len(r), 1 - level
+    lo = int(np.clip(np.floor((n + 1) * a / 2), 1, n))
+    hi = int(np.clip(np.ceil((n + 1) * (1 - a / 2)), 1, n))
+    return float(r[lo - 1]), float(r[hi - 1])
+
+
+def apply_interval(p: np.ndarray, bounds: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of predicted prices `p` from `interval_quantiles` bounds (in log1p space)."""
+    p = np.asarray(p, float)
+    return np.expm1(np.log1p(p) + bounds[0]), np.expm1(np.log1p(p) + bounds[1])
+
+
+def interval(cal_y: np.ndarray, cal_p: np.ndarray, p: np.ndarray, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction interval of `p` calibrated on (cal_y, cal_p) (split conformal, asymmetric)."""
+    return apply_interval(p, interval_quantiles(cal_y, cal_p, level))
 
 
 def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     y = np.asarray(y, float)
     return float(np.mean((y >= lo) & (y <= hi)))
+
+
+def paired_bootstrap(y: np.ndarray, a: np.ndarray, b: np.ndarray, split: np.ndarray, n_boot: int = 2000,
+                     seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Mean over splits of RMSLE(a) - RMSLE(b) on each split's test rows, and its bootstrap interval: each
+    replicate resamples every split's rows with replacement, the same rows for both models (paired)."""
+    y, a = _check(y, a)
+    _, b = _check(y, b)
+    split = np.asarray(split)
+    if split.shape != y.shape:
+        raise ValueError(f"split labels need one per row, got {split.shape} for {y.shape}")
+    rng = np.random.default_rng(seed)
+    ea, eb = (np.log1p(a) - np.log1p(y)) ** 2, (np.log1p(b) - np.log1p(y)) ** 2
+    diff, reps = 0.0, np.zeros(n_boot)
+    groups = [np.flatnonzero(split == s) for s in np.unique(split)]
+    for rows in groups:
+        diff += np.sqrt(ea[rows].mean()) - np.sqrt(eb[rows].mean())
+        pick = rows[rng.integers(0, len(rows), (n_boot, len(rows)))]
+        reps += np.sqrt(ea[pick].mean(1)) - np.sqrt(eb[pick].mean(1))
+    lo, hi = np.quantile(reps / len(groups), [(1 - level) / 2, (1 + level) / 2])
+    return {"difference": float(diff / len(groups)), "lo": float(lo), "hi": float(hi), "splits": len(groups)}

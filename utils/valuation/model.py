@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from safetensors.numpy import load_file
 from torch import nn
@@ -46,10 +47,21 @@ class HMGConfig:
         return asdict(self)
 
 
-class HMGNet(nn.Module):
-    """Price [B] and delta [B] for a batch of row indices into the shared `Inputs`."""
+def market_reference(inputs: Inputs, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """The market graph's reference listings (the training rows): tabular ids and numbers, location, month;
+    kept in the model's buffers (and checkpoints) as `ref_<name>`."""
+    idx = torch.as_tensor(rows)
+    ref = {f"cat_{c}": t[idx] for c, t in inputs.categorical.items()}
+    return {**ref, "numeric": inputs.numeric[idx], "location": inputs.location[idx], "month": inputs.month[idx]}
 
-    def __init__(self, cfg: HMGConfig, inputs: Inputs, init_log_price: float = 0.0):
+
+class HMGNet(nn.Module):
+    """Price [B] and delta [B] for a batch of row indices into `inputs` (settable: new listings are priced by
+    giving the model their `Inputs`, encoded by the training rows' `Preprocessor`). With the market graph,
+    `reference` (`market_reference` of the training rows) holds the listings that shape the market nodes."""
+
+    def __init__(self, cfg: HMGConfig, inputs: Inputs, reference: dict[str, torch.Tensor] | None = None,
+                 init_log_price: float = 0.0):
         super().__init__()
         if cfg.head not in ("depreciation", "direct"):
             raise ValueError(f"head must be depreciation or direct, got {cfg.head!r}")
@@ -84,16 +96,28 @@ class HMGNet(nn.Module):
             entity += d
         market_dim = 0
         if self.use_market:
+            if reference is None:
+                raise ValueError("the market graph needs its reference listings (market_reference of training rows)")
             self.market = MarketGraph(tab_dim, inputs.sizes["location"], inputs.sizes["month"], dim=32)
-            self.edges = market_edges(inputs.location, inputs.month, inputs.sizes["month"])
+            for name, t in reference.items():
+                self.register_buffer(f"ref_{name}", t.clone())
             market_dim = 32
         self.head = DepreciationHead(entity, market_dim, cfg.gamma) if cfg.head == "depreciation" else \
             DirectHead(entity, market_dim, init_log_price)
         self.inputs = inputs
 
-    def _tabular(self, idx: torch.Tensor) -> torch.Tensor:
-        parts = [self.cat[c](self.inputs.categorical[c][idx]) for c in self.cat] + [self.inputs.numeric[idx]]
-        return torch.cat(parts, dim=-1)
+    def _tabular(self, categorical: dict[str, torch.Tensor], numeric: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.cat[c](categorical[c]) for c in self.cat] + [numeric], dim=-1)
+
+    def _market(self, idx: torch.Tensor) -> torch.Tensor:
+        """E_market [B, 32] of rows `idx`: the reference listings and these rows as item nodes, the reference
+        ones sending to the location / month nodes, these only receiving."""
+        inp = self.inputs
+        ref_x = self._tabular({c: getattr(self, f"ref_cat_{c}") for c in self.cat}, self.ref_numeric)
+        x = self._tabular({c: inp.categorical[c][idx] for c in self.cat}, inp.numeric[idx])
+        edges = market_edges(self.ref_location, self.ref_month, inp.location[idx], inp.month[idx],
+                             self.market.time.num_embeddings)
+        return self.market(torch.cat([ref_x, x]), edges)[len(ref_x):]
 
     def patches(self, idx: torch.Tensor, images: torch.Tensor | None = None,
                 maps: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,7 +138,8 @@ class HMGNet(nn.Module):
         mask = (tokens != 0).float()
         T = self.text(nn.functional.embedding(tokens, self.words))
         text_pool = (T * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        parts, out = [self.tab(self._tabular(idx)), text_pool], {}
+        tabular = self._tabular({c: inp.categorical[c][idx] for c in self.cat}, inp.numeric[idx])
+        parts, out = [self.tab(tabular), text_pool], {}
         if self.use_dsca or self.use_structure:
             P = self.patches(idx, images, maps)
             seen = inp.has_image[idx].float().unsqueeze(-1)
@@ -129,8 +154,6 @@ class HMGNet(nn.Module):
         if self.use_global_image:
             g = (pooled if pooled is not None else inp.pooled[idx]).float()
             parts.append(self.image(g) * inp.has_image[idx].float().unsqueeze(-1))
-        e_market = None
-        if self.use_market:
-            e_market = self.market(self._tabular(torch.arange(len(inp.price))), self.edges)[idx]
+        e_market = self._market(idx) if self.use_market else None
         price, delta, scores = self.head(inp.anchor[idx], torch.cat(parts, dim=-1), e_market)
         return {"price": price, "delta": delta, **scores, **out}
