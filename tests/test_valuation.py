@@ -292,7 +292,7 @@ def test_valuation_notebook_on_generated_market_and_the_saved_model_reproduces_i
     assert [r["model"] for r in m["ablation"]] == ["global only", "+ DSCA", "HMG-Net (anchor)"]
     assert 0 <= m["attribution"]["pointing_game"] <= 1 and m["attribution"]["listings"] == 2
     assert len(m["market_curve"]) == 8 and 0 < m["interval"]["coverage"] <= 1
-    assert m["by_group"]["category"][-1]["index"] == "all"
+    assert m["by_group"]["category"][-1]["group"] == "all"
     for png in ("comparison.png", "ablation.png", "anchor.png", "attribution.png", "market.png"):
         assert (out / png).exists()
     # the saved model prices the first split's test listings as the notebook did
@@ -338,7 +338,7 @@ def test_valuation_notebook_on_cardekho_by_cross_validation(tmp_path):
     assert m["ablation"] is None and m["attribution"] is None and m["market_curve"] is None
     assert {r["head"] for r in m["few_shot"]} == {"depreciation", "direct"} and len(m["few_shot"]) == 4
     assert m["splits"] == ["fold 0", "fold 1", "fold 2"] and m["interval"]["test_rows"] == 301  # every car once
-    assert {r["index"] for r in m["by_group"]["category"]} == {"Petrol", "Diesel", "CNG", "all"}
+    assert {r["group"] for r in m["by_group"]["category"]} == {"Petrol", "Diesel", "CNG", "all"}
 
 
 def test_splits_are_disjoint_and_folds_test_every_row_once():

@@ -1,5 +1,6 @@
 """Benchmarks that print figures: `python -m utils.bench knn [--n 70000 --d 512 --k 50]`, `stacker`,
-and `inference` (the whole chain on ~70,000 synthetic test rows, per-stage time and peak memory).
+`inference` (the whole chain on ~70,000 synthetic test rows, per-stage time and peak memory), and
+`valuation-predict` (pricing one listing and a file of them with a saved HMG-Net).
 
 Each backend runs in a fresh subprocess so that its peak memory (max RSS) is its own.
 """
@@ -168,6 +169,39 @@ def bench_score(n: int, seed: int = 0) -> dict:
     return {"rows": n, "seconds": round(seconds, 2), "exit_code": rc}
 
 
+def bench_valuation_predict(model: str, listings: str, images: str | None, repeat: int) -> dict:
+    """Seconds to load a saved HMG-Net and price its first listing (in this process, median of `repeat`), the
+    same for every listing of the file, and the command line's wall time for one listing (Python start included)."""
+    import tempfile
+
+    import pandas as pd
+
+    from utils.valuation.listings import read_listings
+    from utils.valuation.saved import Valuer
+
+    df = read_listings(listings, mapping=Valuer.load(model).mapping, require_price=False)
+
+    def timed(frame) -> float:
+        t0 = time.perf_counter()
+        Valuer.load(model).predict(frame, images)
+        return time.perf_counter() - t0
+
+    timed(df.head(1))  # warm-up: first imports and the token table
+    one = float(np.median([timed(df.head(1)) for _ in range(repeat)]))
+    every = timed(df)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "one.csv"
+        raw = pd.read_csv(listings, sep="\t" if listings.endswith(".tsv") else ",", dtype=str, keep_default_na=False)
+        raw.head(1).to_csv(path, index=False)
+        cmd = [sys.executable, "-m", "utils.valuation", "predict", "--model", model, "--listings", str(path),
+               "--out", str(Path(tmp) / "out.csv")] + (["--images", images] if images else [])
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        cli = time.perf_counter() - t0
+    return {"one_listing_seconds": round(one, 3), "listings": len(df), "all_listings_seconds": round(every, 2),
+            "cli_one_listing_seconds": round(cli, 2)}
+
+
 def _print_inference(r: dict) -> None:
     rows = f"{r['test_rows']:,}" if r["test_rows"] else "?"
     print(f"\ninference chain on {rows} test rows ({r['config']}); data generation "
@@ -211,7 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-mb", type=float, default=8192, help="memory limit the peak is checked against")
     p.add_argument("--stages", help="comma-separated subset, e.g. 02_embed,03_knn,04_postprocess,05_stacker "
                                     "(re-times inference when the training stage's output exists)")
+    p = sub.add_parser("valuation-predict", help="pricing listings with a saved HMG-Net (06's <stage>/model)")
+    p.add_argument("--model", required=True, help="saved model folder")
+    p.add_argument("--listings", required=True, help="listings in the training data's format")
+    p.add_argument("--images", default=None, help="photo folder, when the model reads photos")
+    p.add_argument("--repeat", type=int, default=5, help="timed repetitions of the one-listing case")
     args = ap.parse_args(argv)
+    if args.cmd == "valuation-predict":
+        r = bench_valuation_predict(args.model, args.listings, args.images, args.repeat)
+        print(json.dumps(r))
+        print(f"\none listing: {r['one_listing_seconds']} s (load, encode, price, attributions; in process); "
+              f"{r['listings']:,} listings: {r['all_listings_seconds']} s; the command line for one listing "
+              f"{r['cli_one_listing_seconds']} s with Python's start")
+        return 0
     if args.cmd == "inference":
         r = bench_inference(args.config, args.set, args.limit_mb, args.stages.split(",") if args.stages else None)
         _print_inference(r)

@@ -40,8 +40,10 @@ STAGES: tuple[Stage, ...] = (
           (p.EMBED, p.KNN), ("thresholds.json", "submission.csv", "f1_by_threshold.png", "ablation.png")),
     Stage(p.STACKER, "matching", "LightGBM / XGBoost on candidate pairs", (p.EMBED, p.KNN, p.POSTPROCESS),
           ("decision.json", "submission.csv", "probabilities.png", "feature_importance.png")),
-    Stage(p.VALUATION, "valuation", "HMG-Net, baselines and the paper's experiments", (),
-          ("ablation.png", "anchor.png", "attribution.png", "market.png")),
+    Stage(p.VALUATION, "valuation", "HMG-Net against fair baselines on several splits, intervals, the paper's "
+          "experiments, a saved model", (), ("model/model.json", "model/weights.safetensors", "test_predictions.csv",
+                                             "comparison.png", "ablation.png", "anchor.png", "attribution.png",
+                                             "market.png")),
 )
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

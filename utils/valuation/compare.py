@@ -158,4 +158,4 @@ def by_group(predictions: pd.DataFrame, y: np.ndarray, groups: pd.Series, models
         iv = g[g["model"] == interval_model]
         row["coverage"] = float(((iv["y"] >= iv["lo"]) & (iv["y"] <= iv["hi"])).mean())
         out[key] = row
-    return pd.DataFrame(out).T
+    return pd.DataFrame(out).T.rename_axis("group")
