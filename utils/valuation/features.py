@@ -250,11 +250,3 @@ class Preprocessor:
             sizes["month"] = self.months
         return inputs
 
-
-def build_inputs(df: pd.DataFrame, train_idx: np.ndarray, accessories: list[str], images_dir: str | None = None,
-                 backbone: Backbone | None = None, numeric: list[str] = (),
-                 image: dict | None = None) -> tuple[Inputs, Preprocessor]:
-    """Inputs for every row and the preprocessor fitted on the training rows (vocabularies, scalers, anchors);
-    `image` (Backbone arguments) is recorded for new listings when `images_dir` is given."""
-    pre = Preprocessor.fit(df, train_idx, accessories, numeric, (image or {}) if images_dir else None)
-    return pre.transform(df, images_dir, backbone), pre
