@@ -51,11 +51,12 @@ def tabular_text_matrix(df: pd.DataFrame, train_idx: np.ndarray, numeric: list[s
 
 
 def lightgbm_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray, numeric: list[str] = (),
-                   seed: int = 0, target: str = "log price") -> np.ndarray:
-    """LightGBM regression of `target` on the TF-IDF + tabular matrix; test prices."""
+                   seed: int = 0, target: str = "log price", X: sp.csr_matrix | None = None) -> np.ndarray:
+    """LightGBM regression of `target` on the TF-IDF + tabular matrix (`X`, when built once for several
+    baselines); test prices."""
     import lightgbm as lgb
 
-    X = tabular_text_matrix(df, train_idx, numeric)
+    X = tabular_text_matrix(df, train_idx, numeric) if X is None else X
     y, to_price = _target(df, train_idx, target)
     model = lgb.LGBMRegressor(n_estimators=600, learning_rate=0.05, num_leaves=31, min_child_samples=10,
                               subsample=0.8, subsample_freq=1, colsample_bytree=0.5, random_state=seed, verbose=-1)
@@ -64,9 +65,9 @@ def lightgbm_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray
 
 
 def ridge_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray, numeric: list[str] = (),
-                target: str = "log price") -> np.ndarray:
-    """Ridge regression of `target` on the TF-IDF + tabular matrix; test prices."""
-    X = tabular_text_matrix(df, train_idx, numeric)
+                target: str = "log price", X: sp.csr_matrix | None = None) -> np.ndarray:
+    """Ridge regression of `target` on the TF-IDF + tabular matrix (`X`, as for `lightgbm_price`); test prices."""
+    X = tabular_text_matrix(df, train_idx, numeric) if X is None else X
     y, to_price = _target(df, train_idx, target)
     return to_price(Ridge(alpha=3.0).fit(X[train_idx], y[train_idx]).predict(X[test_idx]), test_idx)
 

@@ -16,7 +16,7 @@ from utils.core.progress import progress
 from . import baselines
 from .features import Inputs
 from .fit import predict, train
-from .metrics import apply_interval, interval_quantiles, paired_bootstrap, rmsle
+from .metrics import apply_interval, coverage, interval_quantiles, paired_bootstrap, rmsle
 from .model import HMGConfig, HMGNet
 
 
@@ -69,10 +69,12 @@ def make_splits(n: int, seeds: list[int], val: float = 0.15, cal: float = 0.15, 
 def baseline_predictions(df: pd.DataFrame, split: Split, numeric: list[str]) -> dict[str, np.ndarray]:
     """Test prices of every baseline, trained on the split's training rows."""
     tr, te = split.train, split.test
+    X = baselines.tabular_text_matrix(df, tr, numeric)  # the same features for every regression baseline
     out = {}
     for target in baselines.TARGETS:
-        out[f"lightgbm {target}"] = baselines.lightgbm_price(df, tr, te, numeric, target=target, seed=split.seed)
-        out[f"ridge {target}"] = baselines.ridge_price(df, tr, te, numeric, target=target)
+        out[f"lightgbm {target}"] = baselines.lightgbm_price(df, tr, te, numeric, target=target, seed=split.seed,
+                                                             X=X)
+        out[f"ridge {target}"] = baselines.ridge_price(df, tr, te, numeric, target=target, X=X)
     out["anchor x category median"] = baselines.anchor_median_price(df, tr, te)
     return {k: np.maximum(v, 0) for k, v in out.items()}
 
@@ -156,6 +158,6 @@ def by_group(predictions: pd.DataFrame, y: np.ndarray, groups: pd.Series, models
         for name, m in g.groupby("model"):
             row[f"rmsle {name}"] = rmsle(m["y"].to_numpy(), m["price"].to_numpy())
         iv = g[g["model"] == interval_model]
-        row["coverage"] = float(((iv["y"] >= iv["lo"]) & (iv["y"] <= iv["hi"])).mean())
+        row["coverage"] = coverage(iv["y"].to_numpy(), iv["lo"].to_numpy(), iv["hi"].to_numpy())
         out[key] = row
     return pd.DataFrame(out).T.rename_axis("group")
