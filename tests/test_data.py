@@ -96,3 +96,60 @@ def test_read_postings_backend_is_checked(real_titles):
     assert len(read_postings(real_titles / "dev.csv", backend="pandas")) == 1499
     with pytest.raises(ValueError, match="backend"):
         read_postings(real_titles / "dev.csv", backend="polars")
+
+
+def test_training_pool_adds_test_postings_as_distractors(tmp_path):
+    from utils.core.data import distractor_mask, read_training, scored_rows
+
+    train = write(tmp_path, good_rows(6))
+    test_rows = {**good_rows(10), "posting_id": [f"test_{i}" for i in range(10)],
+                 "label_group": [0] * 10}  # the test file's labels (equal to a train group's) are never read
+    test = write(tmp_path, test_rows, "test.csv")
+    pool = read_training(train, test, "auto", seed=1)
+    assert len(pool) == 10 and list(pool["posting_id"][:6]) == [f"train_{i}" for i in range(6)]
+    mask = distractor_mask(pool)
+    assert mask.tolist() == [False] * 6 + [True] * 4 and scored_rows(pool).tolist() == list(range(6))
+    assert pool["posting_id"][mask].str.startswith("test_").all()
+    labels = pool["label_group"].to_numpy()
+    assert len(set(labels[mask])) == 4 and not set(labels[mask]) & set(labels[~mask])  # a group of its own each
+    assert read_training(train, test, "auto", seed=1).equals(pool)  # every stage draws the same rows
+    assert len(read_training(train, test, 10)) == 16
+    assert read_training(train, test, 0).equals(read_postings(train, require_labels=True))
+    assert not distractor_mask(read_postings(train, require_labels=True)).any()
+    small = write(tmp_path, {k: v[:3] for k, v in test_rows.items()}, "small.csv")
+    assert len(read_training(train, small, "auto")) == 6  # a test split no larger than train: no distractors
+    with pytest.raises(DataError, match="from 0 to the 10 test rows"):
+        read_training(train, test, 11)
+    with pytest.raises(DataError, match="no test_csv"):
+        read_training(train, "", "auto")
+    clash = write(tmp_path, good_rows(10), "clash.csv")
+    with pytest.raises(DataError, match="also training rows"):
+        read_training(train, clash, 2)
+
+
+def test_pool_folds_keep_the_training_rows_folds(tmp_path):
+    from utils.core.data import read_training
+
+    n = 40
+    rows = {"posting_id": [f"p{i}" for i in range(n)], "image": ["a.jpg"] * n, "image_phash": ["a7b618bd4636498d"] * n,
+            "title": [f"t {i}" for i in range(n)], "label_group": [i // 2 for i in range(n)]}
+    train = write(tmp_path, rows)
+    test = write(tmp_path, {**rows, "posting_id": [f"q{i}" for i in range(n)]}, "test.csv")
+    pool = read_training(train, test, 13)
+    folds = assign_folds(pool, n_splits=5, seed=2)
+    np.testing.assert_array_equal(folds[:n], assign_folds(read_postings(train, require_labels=True), 5, seed=2))
+    assert folds[n:].tolist() == [i % 5 for i in range(13)]
+
+
+def test_distractor_images_are_found_from_the_train_images_folder(tmp_path):
+    from utils.core.data import read_training
+
+    (tmp_path / "train_images").mkdir()
+    (tmp_path / "test_images").mkdir()
+    for folder, n in (("train_images", 6), ("test_images", 4)):
+        for i in range(n):
+            Image.new("RGB", (8, 8)).save(tmp_path / folder / f"{i}.jpg")
+    test = write(tmp_path, {**good_rows(4), "posting_id": [f"test_{i}" for i in range(4)]}, "test.csv")
+    pool = read_training(write(tmp_path, good_rows(6)), test, 4, tmp_path / "test_images")
+    assert require_images(pool, tmp_path / "train_images").all()
+    assert pool["image"].iloc[-1].startswith(str((tmp_path / "test_images").resolve()))

@@ -127,3 +127,13 @@ def test_bootstrap_difference_resamples_groups():
     assert mixed["difference"] == pytest.approx(0.0) and mixed["low"] < 0 < mixed["high"]
     with pytest.raises(ValueError, match="one F1 per row"):
         bootstrap_difference(base[:3], base, labels)
+
+
+def test_score_over_some_rows():
+    labels = np.array([0, 0, 1, 2])
+    m = matches_from_lists([[0, 1], [1], [2, 3], [3]], 4)
+    # row F1: 1, 2/3, 2/3, 1; recall 1, 1/2, 1, 1
+    assert score(m, labels).f1 == pytest.approx(5 / 6)
+    s = score(m, labels, rows=np.array([0, 1]))
+    assert s.f1 == pytest.approx(5 / 6) and s.recall == pytest.approx(0.75) and s.n_rows == 2
+    assert score(m, labels, rows=np.array([2]), fp_weight=3.0).f1 == pytest.approx(2 / 5)

@@ -3,6 +3,7 @@
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
@@ -89,6 +90,24 @@ def test_demo_chain_end_to_end(tiny_demo, tmp_path, capsys):
     assert not stale.exists()  # a stage that re-runs starts from an empty folder
     summary = pipeline.format_summary(rows)
     assert "05_stacker" in summary and "test_f1" in summary
+
+
+def test_distractors_join_the_training_pool_end_to_end(tiny_demo, tmp_path):
+    run_dir = tmp_path / "run"
+    text_only = {"cv": ["text"], "models": {"text": TINY_TRAINING["models"]["text"]}}
+    embed_trained = {"checkpoints": {"text_arcface": "{run_dir}/01_train_arcface/text"}}
+    cfg = demo_config(tiny_demo, run_dir, **{**FAST, "01_train_arcface": text_only, "02_embed": embed_trained})
+    del cfg["stages"]["00_eda"]
+    cfg["params"]["distractors"] = 25
+    pipeline.run(cfg)
+    n_train = len(pd.read_csv(tiny_demo / "train.csv"))
+    with np.load(run_dir / "03_knn" / "train_text_arcface.npz") as z:  # stitched from fold parts, distractors too
+        assert z["indices"].shape[0] == n_train + 25 and (z["indices"][:, 0] == np.arange(n_train + 25)).all()
+    for stage in ("04_postprocess", "05_stacker"):
+        metrics = json.loads((run_dir / stage / "metrics.json").read_text())
+        assert metrics["distractors"] == 25 and metrics["train_rows"] == n_train and metrics["test_f1"] > 0.5
+    post = json.loads((run_dir / "04_postprocess" / "metrics.json").read_text())
+    assert post["fp_weight"] == pytest.approx(len(pd.read_csv(tiny_demo / "test.csv")) / (n_train + 25))
 
 
 def test_failing_cell_names_stage_cell_and_notebook(tiny_demo, tmp_path):

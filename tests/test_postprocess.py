@@ -163,3 +163,25 @@ def test_fusion_of_some_models_keeps_the_others_beside_it():
         pp.prepare({"a": X["a"]}, neigh, cfg)
     with pytest.raises(KeyError, match="fusion_models names"):
         pp.prepare(X, neigh, pp.PostConfig(models=["a", "b"], fusion="mean", fusion_models=["z"], k=8))
+
+
+def test_distractors_tighten_the_tuned_thresholds(real_titles):
+    from utils.core.data import assign_folds, read_training, scored_rows
+    from utils.matching.embed import embed
+    from utils.matching.knn import neighbours
+
+    def tuned(pool):
+        labels, scored = pool["label_group"].to_numpy(), scored_rows(pool)
+        neigh = {"tfidf_char": neighbours(embed("tfidf_char", pool), k=20)[:2]}
+        cfg = pp.PostConfig(models=["tfidf_char"], k=20)
+        status = pp.statuses(neigh, {}, cfg)
+        phash = pool["image_phash"].to_numpy()
+        fitted = pp.fit(neigh, status, labels, phash, cfg, rows=scored)
+        oof = pp.out_of_fold(neigh, status, labels, assign_folds(pool, 3, 0), phash, cfg, scored)
+        return fitted.thresholds.models["tfidf_char"].threshold, score(oof, labels, scored)
+
+    alone, alone_oof = tuned(read_training(real_titles / "dev.csv"))
+    pooled, pooled_oof = tuned(read_training(real_titles / "dev.csv", real_titles / "test.csv", "auto"))
+    assert pooled_oof.n_rows == alone_oof.n_rows == 1499  # distractors are matched, never scored
+    assert pooled > alone  # each dev row now meets a test row's look-alikes: a stricter threshold
+    assert pooled_oof.precision < alone_oof.precision  # and the out-of-fold estimate meets them too

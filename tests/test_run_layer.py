@@ -63,6 +63,9 @@ BASE = "run: x\ndata: {train_csv: a.csv, test_csv: b.csv}\nstages:\n  03_knn: {k
     (BASE + "  01_train_arcface: {models: {text: {schedule: wavy}}}\n", [], "schedule"),
     (BASE, ["99_magic.k=3"], "99_magic"),
     ("run: x\ndata: {}\nstages: {99_magic: {}}\n", [], "99_magic"),
+    (BASE + "  02_embed: {distractors: auto}\n  04_postprocess: {distractors: 0}\n", [], "distractors differ"),
+    (BASE + "  04_postprocess: {distractors: -3}\n", [], "distractors must be"),
+    (BASE + "  05_stacker: {distractors: many}\n", [], "distractors must be"),
     ("run: [x\n", [], "not valid YAML"),
     ("", [], "a config is a mapping"),
 ])

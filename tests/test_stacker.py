@@ -139,3 +139,17 @@ def test_graph_features_hand_computed():
     assert g["g_same_component"].tolist() == [1.0, 1.0, 0.0] and g["g_component_size"].tolist() == [3.0, 3.0, 3.0]
     joined = st.joined(st.GraphFeatures(P), st.GraphFeatures(P, strong=0.95))(np.array([0]), np.array([1]))
     assert joined.shape == (1, 24)
+
+
+def test_pairs_of_two_distractors_have_no_target_and_are_not_trained_on():
+    labels = np.array([0, 0, 1, 7, 8])
+    distractor = np.array([False, False, False, True, True])
+    rows, cols = np.array([0, 0, 2, 3, 3]), np.array([1, 3, 3, 4, 0])
+    assert st.pair_targets(rows, cols, labels, distractor).tolist() == [1, 0, 0, -1, 0]
+    assert st.pair_targets(rows, cols, labels).tolist() == [1, 0, 0, 0, 0]
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.random(300)})
+    y = np.where(X["a"] > 0.5, 1, 0).astype(np.int8)
+    y[:50] = -1
+    clf = st.fit(X, y, st.StackerConfig(n_estimators=20))
+    assert clf.classes_.tolist() == [0, 1]  # -1 never reached the classifier as a third class

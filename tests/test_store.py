@@ -67,3 +67,11 @@ def test_checkpoint_set_prefers_the_full_model(tmp_path):
     assert ckpts["test"] == store.checkpoint_dir("text", "full") / "best.pt" and sorted(ckpts["folds"]) == [0, 1]
     with pytest.raises(FileNotFoundError, match="run 01_train_arcface"):
         checkpoint_set(tmp_path / "nothing")
+
+
+def test_neighbours_of_another_row_count_are_refused(tmp_path):
+    RunStore(tmp_path, "03_knn").save_neighbours("train_a", np.zeros((5, 2), dtype=np.int64), np.ones((5, 2)))
+    store = RunStore(tmp_path)
+    assert store.load_neighbours("train", ["a"], 5)["a"][0].shape == (5, 2)
+    with pytest.raises(ValueError, match="same data and distractors"):
+        store.load_neighbours("train", ["a"], 8)

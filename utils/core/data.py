@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("posting_id", "image", "image_phash", "title")
 LABEL_COLUMN = "label_group"
+DISTRACTOR_COLUMN = "distractor"  # True on rows of a training pool known to match no labelled row
 _ESCAPE_RUN = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
 _PHASH = re.compile(r"^[0-9a-f]{16}$")
 _SHOW = 10  # how many offending values an error message lists
@@ -235,17 +236,86 @@ def require_images(df: pd.DataFrame, folder: str | Path, on_bad: str = "error") 
 
 
 def assign_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> np.ndarray:
-    """Fold id per row: GroupKFold over `label_group` with shuffled, seeded group order."""
+    """Fold id per row: GroupKFold over `label_group` with shuffled, seeded group order.
+
+    In a training pool (`read_training`) the labelled rows get the folds they get alone, so fold models
+    trained on the train CSV stay out of fold, and distractors are dealt round-robin: held out like any row,
+    never tuned on."""
     if LABEL_COLUMN not in df.columns:
         raise DataError(f"folds need column '{LABEL_COLUMN}'")
-    n_groups = df[LABEL_COLUMN].nunique()
+    labelled = ~distractor_mask(df)
+    n_groups = df.loc[labelled, LABEL_COLUMN].nunique()
     if n_groups < n_splits:
         raise DataError(f"{n_groups} label groups cannot make {n_splits} folds")
     folds = np.empty(len(df), dtype=np.int8)
     splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    for k, (_, val) in enumerate(splitter.split(df, groups=df[LABEL_COLUMN])):
-        folds[val] = k
+    rows = np.flatnonzero(labelled)
+    for k, (_, val) in enumerate(splitter.split(rows, groups=df[LABEL_COLUMN].to_numpy()[rows])):
+        folds[rows[val]] = k
+    folds[~labelled] = np.arange(int((~labelled).sum())) % n_splits
     return folds
+
+
+def distractor_mask(df: pd.DataFrame) -> np.ndarray:
+    """True on distractor rows of a training pool; all False for a plain postings table."""
+    if DISTRACTOR_COLUMN not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return df[DISTRACTOR_COLUMN].to_numpy(dtype=bool)
+
+
+def scored_rows(df: pd.DataFrame) -> np.ndarray:
+    """Indices of the labelled rows: the rows that thresholds are tuned on and F1 is averaged over."""
+    return np.flatnonzero(~distractor_mask(df))
+
+
+def distractor_count(setting: int | str, n_train: int, n_test: int) -> int:
+    """How many test postings join the training pool: "auto" fills it to the test split's size (none when
+    the test split is not larger), a number is taken as given (at most every test row)."""
+    if setting == "auto":
+        return max(0, n_test - n_train)
+    if isinstance(setting, bool) or not isinstance(setting, int) or not 0 <= setting <= n_test:
+        raise DataError(f"distractors must be 'auto' or a whole number from 0 to the {n_test:,} test rows, "
+                        f"got {setting!r}")
+    return setting
+
+
+def read_training(train_csv: str | Path, test_csv: str | Path = "", distractors: int | str = 0,
+                  test_images: str | Path = "", seed: int = 0, backend: str = "auto") -> pd.DataFrame:
+    """The labelled training postings, then `distractors` test postings (sampled with `seed`) as known non-matches.
+
+    Test postings match no training posting when train and test hold disjoint label groups (Kaggle's split,
+    and the real-titles files). In the training pool they give each train row as many look-alikes as a test
+    row meets (`"auto"`: the pool gets the test split's size), so thresholds and the stacker are fitted at the
+    test split's density. Each distractor gets a label of its own and `distractor` True: it is searched and
+    featurised, never trained, tuned on or scored, and a pair of two distractors has no known target. Their
+    own `label_group`, if the file has one, is never read. With `test_images` a distractor's `image` becomes
+    the absolute path of its file there, which the train images folder joins unchanged.
+    """
+    train = read_postings(train_csv, require_labels=True, backend=backend)
+    if distractors == 0 or distractors is None:
+        return train
+    if not test_csv:
+        raise DataError("distractors are drawn from the test postings, and no test_csv is set")
+    test = read_postings(test_csv, backend=backend).drop(columns=LABEL_COLUMN, errors="ignore")
+    n = distractor_count(distractors, len(train), len(test))
+    if n == 0:
+        return train
+    clash = test["posting_id"].isin(set(train["posting_id"]))
+    if clash.any():
+        raise DataError(f"{test_csv}: {int(clash.sum())} posting_id(s) are also training rows (e.g. "
+                        f"{list(test.loc[clash, 'posting_id'].head(3))}), so test postings cannot be distractors")
+    picked = np.sort(np.random.default_rng(seed).choice(len(test), size=n, replace=False))
+    extra = test.iloc[picked].reset_index(drop=True)
+    if test_images:
+        folder = Path(test_images).resolve()
+        extra["image"] = [str(folder / name) for name in extra["image"]]
+    start = int(train[LABEL_COLUMN].max()) + 1
+    if start + n > 2**63 - 1:  # no room above the labels: below them then
+        start = int(train[LABEL_COLUMN].min()) - n
+    extra[LABEL_COLUMN] = np.arange(start, start + n, dtype=np.int64)
+    pool = pd.concat([train.assign(**{DISTRACTOR_COLUMN: False}), extra.assign(**{DISTRACTOR_COLUMN: True})],
+                     ignore_index=True)
+    return pool[[*train.columns, DISTRACTOR_COLUMN]]
 
 
 def read_labels(path: str | Path, posting_ids: np.ndarray) -> np.ndarray:

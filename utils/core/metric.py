@@ -64,9 +64,12 @@ def row_scores(matches: sp.csr_matrix, labels: np.ndarray,
     return f1, precision, recall
 
 
-def score(matches: sp.csr_matrix, labels: np.ndarray) -> Scores:
-    """Mean F1, precision and recall over rows."""
-    f1, p, r = row_scores(matches, labels)
+def score(matches: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None = None,
+          fp_weight: float = 1.0) -> Scores:
+    """Mean F1, precision and recall over rows (or over `rows` only, e.g. a training pool's labelled rows)."""
+    f1, p, r = row_scores(matches, labels, fp_weight)
+    if rows is not None:
+        f1, p, r = f1[rows], p[rows], r[rows]
     return Scores(float(f1.mean()), float(p.mean()), float(r.mean()), len(f1))
 
 

@@ -143,8 +143,10 @@ class RunStore:
         path = self.dir(KNN) / f"{_name(name).stem}.npz"
         return write_npz(path, indices=indices.astype(np.int32), sims=sims.astype(np.float32))
 
-    def load_neighbours(self, split: str, models: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Neighbours of `models` for one split; a clear error naming the missing ones."""
+    def load_neighbours(self, split: str, models: list[str],
+                        rows: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Neighbours of `models` for one split; a clear error naming the missing ones, and (given `rows`) the
+        ones computed for another number of rows (e.g. a training pool with other `distractors`)."""
         folder = self.dir(KNN)
         paths = {m: folder / f"{ArtifactName(split, m).stem}.npz" for m in models}
         missing = sorted(m for m, p in paths.items() if not p.exists())
@@ -154,6 +156,10 @@ class RunStore:
         for m, p in paths.items():
             with np.load(p) as z:
                 out[m] = (z["indices"], z["sims"])
+        stale = {m: len(i) for m, (i, _) in out.items() if rows is not None and len(i) != rows}
+        if stale:
+            raise ValueError(f"{folder}: {split} neighbours of {stale} rows, this stage has {rows:,}; re-run 02_embed "
+                             "and 03_knn with the same data and distractors")
         return out
 
     # 04_postprocess's tuned thresholds, read by 05_stacker

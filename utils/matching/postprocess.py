@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from utils.core.metric import row_scores
+from utils.core.metric import row_scores, score
 
 from . import blend
 from . import decide as matching
@@ -167,14 +167,23 @@ def statuses(neigh: Neigh, attrs: dict, cfg: PostConfig) -> dict:
     return {m: pair_status(attrs, i) for m, (i, _) in neigh.items()}
 
 
+def _scored_mask(n: int, scored: np.ndarray | None) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[np.arange(n) if scored is None else scored] = True
+    return mask
+
+
 def out_of_fold(neigh: Neigh, status: dict, labels: np.ndarray, folds: np.ndarray, phash,
-                cfg: PostConfig) -> sp.csr_matrix:
-    """Out-of-fold matches: each fold's rows matched by settings fitted on the other folds."""
+                cfg: PostConfig, scored: np.ndarray | None = None) -> sp.csr_matrix:
+    """Out-of-fold matches: each fold's rows matched by settings fitted on the other folds' `scored` rows
+    (default all; a training pool's distractors are matched, never tuned on)."""
     out = sp.csr_matrix((len(labels), len(labels)))
+    tunable = _scored_mask(len(labels), scored)
     for k in np.unique(folds):
-        fitted = fit(neigh, status, labels, phash, cfg, rows=np.flatnonzero(folds != k))
+        rows = np.flatnonzero((folds != k) & tunable)
+        fitted = fit(neigh, status, labels, phash, cfg, rows=rows)
         held = sp.diags((folds == k).astype(np.float64))
-        out = out + held @ apply(neigh, status, phash, fitted, labels[folds != k], cfg)
+        out = out + held @ apply(neigh, status, phash, fitted, labels[rows], cfg)
     return out.tocsr()
 
 
@@ -201,19 +210,21 @@ def selection_column(table: pd.DataFrame) -> str:
 
 
 def ablation(embeddings: dict, neigh: Neigh, attrs: dict, labels: np.ndarray, folds: np.ndarray, phash,
-             final: PostConfig, backend: str = "auto") -> pd.DataFrame:
+             final: PostConfig, backend: str = "auto", scored: np.ndarray | None = None) -> pd.DataFrame:
     """Out-of-fold F1 / precision / recall of each step added in turn (seed 002's results table), and with
-    `final.fp_weight` != 1 the F1 expected on the larger test split (`f1_test_size`), which picks the recipe."""
-    singles = {m: matching.f1_curve(*neigh[m], labels, fp_weight=final.fp_weight).max() for m in final.models}
+    `final.fp_weight` != 1 the F1 expected on the larger test split (`f1_test_size`), which picks the recipe.
+    Scores are means over the `scored` rows (default all)."""
+    singles = {m: matching.f1_curve(*neigh[m], labels, rows=scored, fp_weight=final.fp_weight).max()
+               for m in final.models}
     best_single = max(singles, key=singles.get)
     rows = []
     for name, cfg in ablation_steps(final, best_single):
         prepared = prepare(embeddings, neigh, cfg, backend)
-        oof = out_of_fold(prepared, statuses(prepared, attrs, cfg), labels, folds, phash, cfg)
-        f1, p, r = row_scores(oof, labels)
-        rows.append({"step": name, "f1": f1.mean(), "precision": p.mean(), "recall": r.mean()})
+        oof = out_of_fold(prepared, statuses(prepared, attrs, cfg), labels, folds, phash, cfg, scored)
+        s = score(oof, labels, scored)
+        rows.append({"step": name, "f1": s.f1, "precision": s.precision, "recall": s.recall})
         if final.fp_weight != 1.0:
-            rows[-1]["f1_test_size"] = row_scores(oof, labels, final.fp_weight)[0].mean()
+            rows[-1]["f1_test_size"] = score(oof, labels, scored, final.fp_weight).f1
     table = pd.DataFrame(rows)
     table.attrs["best_single"] = best_single
     table.attrs["best_step"] = int(table[selection_column(table)].idxmax())

@@ -270,9 +270,22 @@ def training_sample(y: np.ndarray, max_pairs: int | None, seed: int = 0) -> tupl
     return kept, np.where(y[kept] == 1, 1.0, 1.0 / rate).astype(np.float32)
 
 
+def pair_targets(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray,
+                 distractor: np.ndarray | None = None) -> np.ndarray:
+    """1 for a pair of one group, 0 for two groups, -1 (no target, never trained on) for a pair of two
+    distractors of a training pool, which may be one product."""
+    y = (labels[rows] == labels[cols]).astype(np.int8)
+    if distractor is not None:
+        y[distractor[rows] & distractor[cols]] = -1
+    return y
+
+
 def fit(X: pd.DataFrame, y: np.ndarray, cfg: StackerConfig):
-    """The classifier trained on all positive pairs and (beyond `cfg.max_train_pairs`) a weighted negative sample."""
-    kept, weight = training_sample(y, cfg.max_train_pairs, cfg.seed)
+    """The classifier trained on all positive pairs and (beyond `cfg.max_train_pairs`) a weighted negative sample;
+    pairs without a target (y = -1) are left out."""
+    known = np.flatnonzero(y >= 0)
+    kept, weight = training_sample(y[known], cfg.max_train_pairs, cfg.seed)
+    kept = known[kept]
     return make_classifier(cfg).fit(X.iloc[kept], y[kept], sample_weight=weight)
 
 

@@ -34,6 +34,11 @@ def _knn_backend(name: str, value: str) -> None:
         raise ConfigError(f"{name} must be one of {['auto', *AVAILABLE]}, got {value!r}")
 
 
+def _distractors(value: int | str) -> None:
+    if value != "auto" and (isinstance(value, (bool, str)) or value < 0):
+        raise ConfigError(f"distractors must be 'auto' or a whole number of at least 0, got {value!r}")
+
+
 def _positive(name: str, value: int, least: int = 1) -> None:
     if value < least:
         raise ConfigError(f"{name} must be at least {least}, got {value}")
@@ -84,6 +89,10 @@ class EmbedParams(RunParams):
     test_images: str = "inputs/demo/test_images"
     use_images: bool = True
     amp: bool = True
+    distractors: int | str = 0
+
+    def __post_init__(self) -> None:
+        _distractors(self.distractors)
 
 
 @dataclass
@@ -155,8 +164,10 @@ class PostprocessParams(RunParams):
     n_folds: int = 5
     knn_backend: str = "auto"
     seed: int = 0
+    distractors: int | str = 0
 
     def __post_init__(self) -> None:
+        _distractors(self.distractors)
         if self.fusion not in (None, "mean", "max", "prod", "prob_union"):
             raise ConfigError(f"fusion must be mean, max, prod, prob_union or null, got {self.fusion!r}")
         check_fp_weight(self.fp_weight)
@@ -187,8 +198,10 @@ class StackerParams(RunParams):
     seed: int = _STACK["seed"]
     max_train_pairs: int | None = _STACK["max_train_pairs"]
     second_stage: bool | str = "auto"
+    distractors: int | str = 0
 
     def __post_init__(self) -> None:
+        _distractors(self.distractors)
         if self.second_stage not in (True, False, "auto"):
             raise ConfigError(f"second_stage must be true, false or auto, got {self.second_stage!r}")
         _positive("k", self.k, 2)

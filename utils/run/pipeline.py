@@ -125,9 +125,15 @@ def validate_config(cfg: dict, where: str) -> None:
         if not any(key in f for f in fields.values()):
             raise ConfigError(f"{where}: parameter {key!r} (params or --set {key}=...) is declared by no stage of "
                               f"this config {chain}; prefix it with a stage (--set 03_knn.{key}=...)")
+    pools = {}
     for s in chain:
         values = {k: v for k, v in (cfg.get("params") or {}).items() if k in fields[s]} | (cfg["stages"][s] or {})
         schemas.validate(schemas.SCHEMAS[s], values, f"{where}: stages.{s}")
+        if "distractors" in fields[s]:
+            pools[s] = values.get("distractors", 0)
+    if len(set(map(str, pools.values()))) > 1:
+        raise ConfigError(f"{where}: distractors differ between stages {pools}; the stages share one training pool, "
+                          "so set it once under params")
 
 
 def ensure_data(data: dict) -> None:
