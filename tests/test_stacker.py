@@ -153,3 +153,15 @@ def test_pairs_of_two_distractors_have_no_target_and_are_not_trained_on():
     y[:50] = -1
     clf = st.fit(X, y, st.StackerConfig(n_estimators=20))
     assert clf.classes_.tolist() == [0, 1]  # -1 never reached the classifier as a third class
+
+
+def test_blend_averages_lightgbm_and_xgboost():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"signal": rng.random(400), "noise": rng.random(400)})
+    y = (X["signal"] > 0.6).to_numpy().astype(np.int8)
+    clf = st.fit(X, y, st.StackerConfig(model="blend", n_estimators=20))
+    members = [m.predict_proba(X)[:, 1] for m in clf.estimators_]
+    assert [type(m).__name__ for m in clf.estimators_] == ["LGBMClassifier", "XGBClassifier"]
+    np.testing.assert_allclose(clf.predict_proba(X)[:, 1], (members[0] + members[1]) / 2, rtol=1e-6)
+    imp = st.importance(clf, list(X.columns))
+    assert imp.index[0] == "signal" and imp.sum() == pytest.approx(1.0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -190,7 +190,7 @@ def predict_pairs(clf, features: PairFeatures, rows: np.ndarray, cols: np.ndarra
 
 @dataclass
 class StackerConfig:
-    model: str = "lightgbm"  # lightgbm | xgboost
+    model: str = "lightgbm"  # lightgbm | xgboost | blend (the two, probabilities averaged)
     n_estimators: int = 300
     learning_rate: float = 0.05
     num_leaves: int = 31
@@ -222,10 +222,16 @@ def lightgbm_has_cuda() -> bool:
 
 
 def make_classifier(cfg: StackerConfig):
-    """LightGBM or XGBoost binary classifier, on CUDA when asked for (or auto, present and supported).
+    """LightGBM or XGBoost binary classifier, on CUDA when asked for (or auto, present and supported); `blend`
+    is both, their probabilities averaged (scikit-learn's soft voting), steadier than either alone.
 
     With `device="auto"` LightGBM falls back to the CPU, with a log line, when its build has no CUDA.
     """
+    if cfg.model == "blend":
+        from sklearn.ensemble import VotingClassifier
+
+        return VotingClassifier([(m, make_classifier(replace(cfg, model=m))) for m in ("lightgbm", "xgboost")],
+                                voting="soft")
     gpu = cfg.device == "cuda" or (cfg.device == "auto" and _cuda())
     if cfg.model == "lightgbm":
         import lightgbm as lgb
@@ -243,7 +249,7 @@ def make_classifier(cfg: StackerConfig):
         return xgb.XGBClassifier(n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
                                  max_leaves=cfg.num_leaves, subsample=0.8, colsample_bytree=0.8, tree_method="hist",
                                  random_state=cfg.seed, device="cuda" if gpu else "cpu")
-    raise ValueError(f"model must be 'lightgbm' or 'xgboost', got {cfg.model!r}")
+    raise ValueError(f"model must be 'lightgbm', 'xgboost' or 'blend', got {cfg.model!r}")
 
 
 def pair_folds(rows: np.ndarray, cols: np.ndarray, folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -366,7 +372,11 @@ def image_sizes(df: pd.DataFrame, folder: str) -> np.ndarray:
 
 
 def importance(clf, columns: list[str]) -> pd.Series:
-    """Feature importance (gain where the library gives it), largest first."""
+    """Feature importance (gain where the library gives it), largest first; a blend's is the mean of its members'
+    importances, each as a share of its total."""
+    if hasattr(clf, "estimators_"):
+        shares = [importance(m, columns) for m in clf.estimators_]
+        return sum(v / max(float(v.sum()), 1e-12) for v in shares).div(len(shares)).sort_values(ascending=False)
     if hasattr(clf, "booster_"):
         values = clf.booster_.feature_importance(importance_type="gain")
     else:

@@ -213,8 +213,8 @@ class StackerParams(RunParams):
         check_fp_weight(self.fp_weight)
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.model not in ("lightgbm", "xgboost"):
-            raise ConfigError(f"model must be lightgbm or xgboost, got {self.model!r}")
+        if self.model not in ("lightgbm", "xgboost", "blend"):
+            raise ConfigError(f"model must be lightgbm, xgboost or blend, got {self.model!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
