@@ -292,7 +292,7 @@ def read_training(train_csv: str | Path, test_csv: str | Path = "", distractors:
     the absolute path of its file there, which the train images folder joins unchanged.
     """
     train = read_postings(train_csv, require_labels=True, backend=backend)
-    if distractors == 0 or distractors is None:
+    if distractors == 0:
         return train
     if not test_csv:
         raise DataError("distractors are drawn from the test postings, and no test_csv is set")

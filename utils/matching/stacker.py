@@ -223,7 +223,7 @@ def lightgbm_has_cuda() -> bool:
 
 def make_classifier(cfg: StackerConfig):
     """LightGBM or XGBoost binary classifier, on CUDA when asked for (or auto, present and supported); `blend`
-    is both, their probabilities averaged (scikit-learn's soft voting), steadier than either alone.
+    is both, their probabilities averaged (scikit-learn's soft voting).
 
     With `device="auto"` LightGBM falls back to the CPU, with a log line, when its build has no CUDA.
     """
