@@ -4,15 +4,21 @@ import scipy.sparse as sp
 
 from utils.core.metric import row_scores, score
 from utils.matching.decide import (
+    CLOSURE_VALUE,
+    Closure,
     ModelThreshold,
     PairSpace,
     Thresholds,
     cap,
     combine,
+    component_matches,
+    decide_scores,
     f1_curve,
+    largest_group,
     model_matches,
     phash_matches,
     tune,
+    tune_closure,
     tune_model,
     union,
 )
@@ -147,3 +153,42 @@ def test_cap_ties_keep_column_order():
     capped = cap(m, 3)
     assert as_sets(capped)[0] == {0, 4, 1} and as_sets(capped)[1] == {1, 0}
     assert capped[0, 0] == 1.0 and capped[0, 4] == 0.9
+
+
+def pair_scores(n, pairs):
+    """Symmetric N x N scores from {(i, j): score}."""
+    r, c, v = zip(*[(i, j, p) for (i, j), p in pairs.items()], strict=True)
+    m = sp.csr_matrix((v, (r, c)), shape=(n, n))
+    return (m + m.T).tocsr()
+
+
+def test_component_matches_join_chains_within_the_size_limit():
+    P = pair_scores(5, {(0, 1): 0.9, (1, 2): 0.85, (3, 4): 0.6})
+    m = component_matches(P, Closure(0.8))
+    assert as_sets(m) == [{0, 1, 2}, {0, 1, 2}, {0, 1, 2}, {3}, {4}]  # 0 and 2 joined through 1
+    assert np.allclose(m.data, CLOSURE_VALUE)
+    assert as_sets(component_matches(P, Closure(0.8, max_size=2))) == [set(), set(), set(), {3}, {4}]  # too big
+
+
+def test_closure_adds_a_groups_weak_pair_and_is_tuned_beside_the_rule():
+    labels = np.array([0, 0, 0, 1, 2])
+    P = pair_scores(5, {(0, 1): 0.9, (1, 2): 0.9, (0, 2): 0.2, (3, 4): 0.3})
+    rule = ModelThreshold(0.5)
+    alone, closed = decide_scores(P, rule), decide_scores(P, rule, Closure(0.8))
+    assert as_sets(alone)[0] == {0, 1} and as_sets(closed)[0] == {0, 1, 2}
+    assert score(alone, labels).f1 == pytest.approx((0.8 + 1 + 0.8 + 1 + 1) / 5)  # rows 0, 2: 2*2/(2+3)
+    assert score(closed, labels).f1 == 1.0
+    assert largest_group(labels) == 3 and largest_group(labels, np.array([3, 4])) == 1
+    tuned, closure = tune_closure(P, labels, rule)
+    assert closure.max_size == 3 and 0.2 < closure.threshold <= 0.9
+    assert score(decide_scores(P, tuned, closure), labels).f1 == 1.0
+    assert decide_scores(P, rule, Closure(0.8, max_size=2)).nnz == alone.nnz  # a component of 3 is too big
+
+
+def test_closure_is_off_when_it_only_chains_other_groups():
+    labels = np.array([0, 0, 1, 1])
+    P = pair_scores(4, {(0, 1): 0.9, (2, 3): 0.9, (1, 2): 0.6})
+    rule = ModelThreshold(0.5)  # lets the wrong pair (1, 2) in
+    assert score(decide_scores(P, rule), labels).f1 == pytest.approx(0.9)  # rows 1, 2: 2*2/(3+2)
+    assert score(decide_scores(P, rule, Closure(0.6)), labels).f1 == pytest.approx(2 / 3)  # one chain of four
+    assert tune_closure(P, labels, rule) == (rule, None)  # within groups of 2, or above 0.6, it adds nothing

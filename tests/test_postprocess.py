@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,6 +72,23 @@ def test_fusions_and_probabilistic_union():
     assert idx[1, :2].tolist() == [1, 0] and sims[1, 1] == pytest.approx(0.6)  # a says 0, b says 0.6
     with pytest.raises(ValueError, match="unknown fusion"):
         fuse({"a": a, "b": b}, neigh, "median")
+
+
+def test_fold_embedding_compares_each_pair_in_its_first_rows_fold_space():
+    from utils.core.store import FoldEmbedding
+    from utils.matching.fusion import pair_similarity
+
+    fold0 = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)  # row 0's fold model: rows 0 and 1 alike
+    fold1 = np.array([[1, 0], [0, 1], [0, 1]], dtype=np.float32)  # rows 1 and 2's model: row 1 like row 2
+    X = FoldEmbedding((fold0, fold1), np.array([0, 1, 1]))
+    rows, cols = np.array([0, 1, 1, 2]), np.array([1, 0, 2, 0])
+    np.testing.assert_allclose(pair_similarity(X, rows, cols), [1.0, 0.0, 1.0, 0.0])
+    neigh = {m: (np.array([[0, 1, 2], [1, 2, 0], [2, 1, 0]], np.int32), np.zeros((3, 3), np.float32))
+             for m in ("a", "b")}
+    idx, sims = fuse({"a": X, "b": np.eye(3, dtype=np.float32)}, neigh, "prob_union", k=3)
+    assert sims[0, 1] == pytest.approx(1.0) and sims[1, 1] == pytest.approx(1.0) and idx[1, 1] == 2
+    inb = pp.PostConfig(models=["a"], inb={"rounds": 1, "threshold": 0.3}, k=3)
+    assert pp.prepare({"a": X}, {"a": neigh["a"]}, inb)["a"][0] is neigh["a"][0]  # no single space to blend in
 
 
 def test_to_neighbours_self_first_and_padding():
@@ -185,3 +204,19 @@ def test_distractors_tighten_the_tuned_thresholds(real_titles):
     assert pooled_oof.n_rows == alone_oof.n_rows == 1499  # distractors are matched, never scored
     assert pooled > alone  # each dev row now meets a test row's look-alikes: a stricter threshold
     assert pooled_oof.precision < alone_oof.precision  # and the out-of-fold estimate meets them too
+
+
+def test_closure_joins_a_chain_the_thresholds_cannot_reach():
+    labels = np.array([0, 0, 0, 1, 1])  # rows 0 and 2 are alike only through row 1
+    idx = np.array([[0, 1, 3, 2, 4], [1, 0, 2, 3, 4], [2, 1, 4, 0, 3], [3, 4, 0, 1, 2], [4, 3, 2, 0, 1]], np.int32)
+    sims = np.array([[1, .95, .4, .3, .1], [1, .95, .95, .2, .1], [1, .95, .4, .3, .1], [1, .9, .4, .2, .1],
+                     [1, .9, .4, .1, .1]], np.float32)
+    neigh = {"a": (idx, sims)}
+    cfg = pp.PostConfig(models=["a"], min2=False, phash_exact=False, joint=False)
+    status = pp.statuses(neigh, {}, cfg)
+    plain = pp.fit(neigh, status, labels, None, cfg)
+    assert score(pp.apply(neigh, status, None, plain, labels, cfg), labels).f1 == pytest.approx(0.92)
+    closed = pp.fit(neigh, status, labels, None, replace(cfg, closure=True))
+    assert closed.closure.max_size == 3 and closed.to_dict()["closure"] == vars(closed.closure)
+    assert score(pp.apply(neigh, status, None, closed, labels, cfg), labels).f1 == 1.0
+    assert [n for n, _ in pp.ablation_steps(replace(cfg, closure=True), "a")][-1] == "+ closure"

@@ -66,6 +66,9 @@ BASE = "run: x\ndata: {train_csv: a.csv, test_csv: b.csv}\nstages:\n  03_knn: {k
     (BASE + "  02_embed: {distractors: auto}\n  04_postprocess: {distractors: 0}\n", [], "distractors differ"),
     (BASE + "  04_postprocess: {distractors: -3}\n", [], "distractors must be"),
     (BASE + "  05_stacker: {distractors: many}\n", [], "distractors must be"),
+    (BASE + "  05_stacker: {closure: sometimes}\n", [], "closure must be true, false or auto"),
+    (BASE + "  05_stacker: {second_stage: sometimes}\n", [], "second_stage must be true, false or auto"),
+    (BASE + "  04_postprocess: {closure: auto}\n", [], "04_postprocess.closure"),
     ("run: [x\n", [], "not valid YAML"),
     ("", [], "a config is a mapping"),
 ])

@@ -75,3 +75,17 @@ def test_neighbours_of_another_row_count_are_refused(tmp_path):
     assert store.load_neighbours("train", ["a"], 5)["a"][0].shape == (5, 2)
     with pytest.raises(ValueError, match="same data and distractors"):
         store.load_neighbours("train", ["a"], 8)
+
+
+def test_fold_parts_load_as_one_fold_embedding(tmp_path):
+    store = RunStore(tmp_path, "02_embed")
+    for k, rows in enumerate(([0, 2], [1, 3])):  # fold k's rows, every row embedded by fold k's model
+        store.save_embedding(f"train_m@fold{k}", np.full((4, 2), k + 1.0), {"oof_fold": k, "fold_rows": rows})
+    store.save_embedding("test_m", np.ones((3, 2)), {})
+    X, _ = store.split_embeddings("train", ["m"], folds=True)["m"]
+    assert X.fold_of_row.tolist() == [0, 1, 0, 1] and X.shape == (4, 2) and X.parts[1].max() == 2
+    assert "m" not in store.split_embeddings("train", ["m"])  # whole embeddings only, unless asked
+    assert store.split_embeddings("test", ["m"], folds=True)["m"][0].shape == (3, 2)
+    store.save_embedding("train_g@fold0", np.ones((4, 2)), {"oof_fold": 0, "fold_rows": [0, 1]})
+    with pytest.raises(ValueError, match="2 train rows of g belong to no fold part"):
+        store.split_embeddings("train", ["g"], folds=True)

@@ -33,6 +33,22 @@ Embedding = np.ndarray | sp.csr_matrix
 
 
 @dataclass(frozen=True)
+class FoldEmbedding:
+    """A cross-validated model's train split: `parts[k]` embeds every row with the model that did not see fold k.
+
+    Row i is compared with any row in the space of its own fold's model (`fold_of_row[i]`), as 03_knn searched
+    it, so a pair's similarity is out of fold for row i and always defined, not only among i's neighbours.
+    """
+
+    parts: tuple[np.ndarray, ...]
+    fold_of_row: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.parts[0].shape
+
+
+@dataclass(frozen=True)
 class ArtifactName:
     """`<split>_<model>[@fold<k>]`: one split's artifact of one model (`fold`: an out-of-fold part)."""
 
@@ -133,10 +149,31 @@ class RunStore:
         X = sp.load_npz(files["npz"]).tocsr() if meta["sparse"] else np.load(files["npy"])
         return X, meta
 
-    def split_embeddings(self, split: str, models: list[str]) -> dict[str, tuple[Embedding, dict]]:
-        """The whole-split embeddings of those `models` that have one (cross-validated models have fold parts)."""
-        names = [ArtifactName(split, m) for m in models]
-        return {n.model: self.load_embedding(n) for n in names if self.has_embedding(n)}
+    def split_embeddings(self, split: str, models: list[str],
+                         folds: bool = False) -> dict[str, tuple[Embedding | FoldEmbedding, dict]]:
+        """The whole-split embeddings of those `models` that have one; with `folds`, a cross-validated model's
+        out-of-fold parts too, as one `FoldEmbedding` (its sidecar: the first part's)."""
+        out = {}
+        for m in models:
+            if self.has_embedding(ArtifactName(split, m)):
+                out[m] = self.load_embedding(ArtifactName(split, m))
+            elif folds and (parts := self._fold_parts(split, m)):
+                out[m] = parts
+        return out
+
+    def _fold_parts(self, split: str, model: str) -> tuple[FoldEmbedding, dict] | None:
+        names = sorted((n for n in self.embeddings(split) if n.model == model and n.fold is not None),
+                       key=lambda n: n.fold)
+        if not names:
+            return None
+        loaded = [self.load_embedding(n) for n in names]
+        fold_of_row = np.full(loaded[0][0].shape[0], -1, dtype=np.int32)
+        for k, (_, meta) in enumerate(loaded):
+            fold_of_row[np.asarray(meta["fold_rows"], dtype=np.int64)] = k
+        if (fold_of_row < 0).any():
+            raise ValueError(f"{self.dir(EMBED)}: {int((fold_of_row < 0).sum())} {split} rows of {model} belong to "
+                             "no fold part; re-run 02_embed")
+        return FoldEmbedding(tuple(X for X, _ in loaded), fold_of_row), loaded[0][1]
 
     # neighbours (03_knn): <split>_<model>.npz with indices int32 [N, K] and sims float32 [N, K]
     def save_neighbours(self, name: ArtifactName | str, indices: np.ndarray, sims: np.ndarray) -> Path:

@@ -8,10 +8,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
-from utils.core.metric import group_sizes, weighted_f1
+from utils.core.metric import group_sizes, score, weighted_f1
 
 DEFAULT_GRID = np.round(np.arange(0.10, 1.0001, 0.01), 2)
+CLOSURE_GRID = np.round(np.arange(0.50, 0.9901, 0.01), 2)
+CLOSURE_VALUE = 1e-3  # the score of a pair matched by closure only: below every direct match, so the cap drops it first
 
 
 @dataclass
@@ -276,3 +279,68 @@ def tune(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, ph
     th = Thresholds({m: tune_model(i, s, labels, rows, min2=min2, fp_weight=fp_weight) for m, (i, s) in neigh.items()},
                     phash_exact)
     return tune_union(neigh, labels, th, phash, rows, fp_weight=fp_weight) if joint else th
+
+
+@dataclass
+class Closure:
+    """Closure of the matches scored at least `threshold`, in components of at most `max_size` rows."""
+
+    threshold: float
+    max_size: int = 50
+
+
+def component_matches(scores: sp.csr_matrix, closure: Closure) -> sp.csr_matrix:
+    """Every pair of rows linked by a chain of pairs scored at least `closure.threshold` (one connected component
+    of the strong pairs), in components of at most `closure.max_size` rows, valued `CLOSURE_VALUE`.
+
+    A consistency step (single-linkage clustering): a large group's members match each other where their own
+    pair scores low. Its risk, chains through look-alikes, is bounded by the threshold and the size limit.
+    """
+    n = scores.shape[0]
+    strong = sp.csr_matrix(scores >= closure.threshold, dtype=np.float32)
+    component = connected_components(strong, directed=False)[1]
+    sizes = np.bincount(component)
+    kept = np.flatnonzero(sizes[component] <= closure.max_size)
+    member = sp.csr_matrix((np.ones(len(kept), dtype=np.float32), (kept, component[kept])), shape=(n, len(sizes)))
+    return (member @ member.T).tocsr() * np.float32(CLOSURE_VALUE)
+
+
+def close(matches: sp.csr_matrix, closure: Closure, max_matches: int = 50) -> sp.csr_matrix:
+    """`matches` (valued by score) with every pair of their strong components (`component_matches`), capped."""
+    return cap(union([matches, component_matches(matches, closure)]), max_matches)
+
+
+def decide_scores(scores: sp.csr_matrix, rule: ModelThreshold, closure: Closure | None = None,
+                  max_matches: int = 50) -> sp.csr_matrix:
+    """Matches from a matrix of pair scores (05's probabilities): the threshold + min2 `rule` over each row's
+    ranked candidates, closed over the matches scored at least `closure.threshold` (None: off), capped."""
+    direct = model_matches(*ranked(scores), rule)
+    return cap(direct, max_matches) if closure is None else close(direct, closure, max_matches)
+
+
+def largest_group(labels: np.ndarray, rows: np.ndarray | None = None) -> int:
+    """The largest label group among `rows` (default all): closure's component limit. A component larger than
+    any training group is more likely a chain of look-alikes than one product."""
+    return int(group_sizes(labels if rows is None else labels[rows]).max())
+
+
+def tune_closure(scores: sp.csr_matrix, labels: np.ndarray, rule: ModelThreshold, rows: np.ndarray | None = None,
+                 fp_weight: float = 1.0, grid: np.ndarray = CLOSURE_GRID) -> tuple[ModelThreshold, Closure | None]:
+    """The closure threshold with the best F1 on `rows` beside `rule` (components up to the largest group of
+    `rows`), then `rule`'s threshold tuned again beside it (closure adds recall, so the direct rule may tighten);
+    closure None when none beats `rule` alone."""
+    lists, max_size = ranked(scores), largest_group(labels, rows)
+
+    def f1(m: sp.csr_matrix) -> float:
+        return score(m, labels, rows, fp_weight).f1
+
+    direct = model_matches(*lists, rule)
+    tried = [Closure(float(c), max_size) for c in grid]
+    by_closure = [f1(close(direct, c)) for c in tried]
+    if max(by_closure) <= f1(cap(direct)):
+        return rule, None
+    closure = tried[int(np.argmax(by_closure))]
+    rules = [ModelThreshold(float(t), rule.min2_threshold) for t in DEFAULT_GRID]
+    by_threshold = [f1(close(model_matches(*lists, r), closure)) for r in rules]
+    best = int(np.argmax(by_threshold))
+    return (rules[best], closure) if by_threshold[best] > max(by_closure) else (rule, closure)

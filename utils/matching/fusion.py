@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.sparse as sp
 
+from utils.core.store import FoldEmbedding
+
 FUSIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "mean": lambda S: S.mean(axis=0),
     "max": lambda S: S.max(axis=0),
@@ -21,9 +23,15 @@ FUSIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def pair_similarity(X, rows: np.ndarray, cols: np.ndarray, chunk: int = 100_000) -> np.ndarray:
     """Row-wise dot products of the pairs (rows[p], cols[p]): the cosine for L2-normalised rows of X.
 
-    Chunks run on every core (scipy's sparse products and numpy's einsum release the GIL).
+    Chunks run on every core (scipy's sparse products and numpy's einsum release the GIL). A `FoldEmbedding`
+    compares each pair in the space of its first row's fold model.
     """
     out = np.empty(len(rows), dtype=np.float32)
+    if isinstance(X, FoldEmbedding):
+        for k, part in enumerate(X.parts):
+            sel = np.flatnonzero(X.fold_of_row[rows] == k)
+            out[sel] = pair_similarity(part, rows[sel], cols[sel], chunk)
+        return out
 
     def one(s: int) -> None:
         r, c = rows[s:s + chunk], cols[s:s + chunk]

@@ -4,13 +4,14 @@ union with exact pHash, chisel, cap 50. `ablation` measures each step added in t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from utils.core.metric import row_scores, score
+from utils.core.store import FoldEmbedding
 
 from . import blend
 from . import decide as matching
@@ -37,6 +38,7 @@ class PostConfig:
     fusion_models: list[str] | None = None  # the models fused (None: all); the others stay beside it in the union
     units: bool = False  # drop pairs whose quantities differ (30g vs 50g)
     rules: bool = False  # tune the attribute rule table (model codes, brand)
+    closure: bool = False  # join the strong components of the matches (threshold tuned; off when it does not help)
     chisel: bool = False  # cut rows to the train group-size distribution
     fp_weight: float = 1.0  # tune for a test split this many times as large as train (metric.row_scores)
     k: int = 50
@@ -48,10 +50,12 @@ class Fitted:
 
     thresholds: matching.Thresholds
     rules: list[Rule] = field(default_factory=list)
+    closure: matching.Closure | None = None
     chisel_slack: float | None = None
 
     def to_dict(self) -> dict:
-        return {**self.thresholds.to_dict(), "rules": [vars(r) for r in self.rules], "chisel_slack": self.chisel_slack}
+        return {**self.thresholds.to_dict(), "rules": [vars(r) for r in self.rules],
+                "closure": None if self.closure is None else asdict(self.closure), "chisel_slack": self.chisel_slack}
 
 
 def check_fp_weight(setting: float | str) -> None:
@@ -73,8 +77,8 @@ def fp_weight_for(setting: float | str, n_train: int, n_test: int) -> float:
 
 def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "auto") -> Neigh:
     """Label-free steps: INB and QE re-embed and re-search each model that has embeddings (or those the step
-    names in `models`; models trained with cross-validation have out-of-fold neighbours only and are left as
-    they are); fusion merges its models (all, or `fusion_models`) into one and needs their embeddings."""
+    names in `models`; a cross-validated model's train rows live in several fold spaces, so it is left as it
+    is); fusion merges its models (all, or `fusion_models`) into one and needs their embeddings (fold ones too)."""
     emb = {m: embeddings.get(m) for m in cfg.models}
     fused = list(cfg.fusion_models or cfg.models)
     if cfg.fusion:
@@ -83,8 +87,8 @@ def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "aut
             raise KeyError(f"fusion_models names {unknown}, which are not among the stage's models {cfg.models}")
         missing = [m for m in fused if emb[m] is None]
         if missing:
-            raise KeyError(f"fusion needs the embeddings of {missing} (cross-validated models have out-of-fold "
-                           "neighbours only); fuse other models (fusion_models) or turn fusion off")
+            raise KeyError(f"fusion needs the embeddings of {missing} in both splits; fuse other models "
+                           "(fusion_models) or turn fusion off")
     out = {m: neigh[m] for m in cfg.models}
     for name, step in (("inb", cfg.inb), ("qe", cfg.qe)):
         if not step:
@@ -94,7 +98,7 @@ def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "aut
         if unknown:
             raise KeyError(f"{name}.models names {unknown}, which are not among the stage's models {cfg.models}")
         for m in chosen:
-            if emb[m] is None:
+            if emb[m] is None or isinstance(emb[m], FoldEmbedding):
                 continue
             params = ({"threshold": step.get("threshold", 0.5), "rounds": step.get("rounds", 1)} if name == "inb"
                       else {"threshold": None, "qe_k": step.get("k", 3), "alpha": step.get("alpha", 3.0),
@@ -116,10 +120,9 @@ def _with_rules(neigh: Neigh, status: dict, rules: list[Rule]) -> Neigh:
 
 
 def _matches(neigh: Neigh, phash, fitted: Fitted, train_labels: np.ndarray, status: dict) -> sp.csr_matrix:
-    m = matching.combine(_with_rules(neigh, status, fitted.rules), fitted.thresholds, phash)
-    if fitted.chisel_slack is not None:
-        m = chisel(m, train_labels, fitted.chisel_slack)
-    return m
+    combined = matching.combine(_with_rules(neigh, status, fitted.rules), fitted.thresholds, phash)
+    m = combined if fitted.closure is None else matching.close(combined, fitted.closure)
+    return m if fitted.chisel_slack is None else chisel(m, train_labels, fitted.chisel_slack)
 
 
 def _f1(m: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None, fp_weight: float) -> float:
@@ -129,7 +132,7 @@ def _f1(m: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None, fp_weight
 
 def fit(neigh: Neigh, titles_status: dict, labels: np.ndarray, phash, cfg: PostConfig,
         rows: np.ndarray | None = None) -> Fitted:
-    """Tune rule deltas, thresholds and the chisel slack on `rows` of the training split."""
+    """Tune rule deltas, thresholds, the closure threshold and the chisel slack on `rows` of the training split."""
     phash = phash if cfg.phash_exact else None
     rules = [replace(r) for r in DEFAULT_RULES]
     if cfg.units:
@@ -145,6 +148,12 @@ def fit(neigh: Neigh, titles_status: dict, labels: np.ndarray, phash, cfg: PostC
             rule.delta = RULE_GRID[int(np.argmax(scores))]
     adjusted = _with_rules(neigh, titles_status, rules)
     fitted.thresholds = matching.tune(adjusted, labels, phash, rows, **{**tune, "joint": cfg.joint})
+    if cfg.closure:  # the best closure threshold (components up to the largest train group), kept if it helps
+        combined = matching.combine(_with_rules(neigh, titles_status, rules), fitted.thresholds, phash)
+        tried = [matching.Closure(float(c), matching.largest_group(labels, rows)) for c in matching.DEFAULT_GRID]
+        scores = [_f1(matching.close(combined, c), labels, rows, cfg.fp_weight) for c in tried]
+        best = int(np.argmax(scores))
+        fitted.closure = tried[best] if scores[best] > _f1(combined, labels, rows, cfg.fp_weight) else None
     if cfg.chisel:
         scores = []
         for slack in CHISEL_GRID:
@@ -197,7 +206,8 @@ def ablation_steps(final: PostConfig, best_single: str) -> list[tuple[str, PostC
     for name, change in (("+ INB", {"inb": final.inb}), ("+ query expansion", {"qe": final.qe}),
                          (f"+ fusion ({final.fusion})", {"fusion": final.fusion, "fusion_models": final.fusion_models}),
                          ("+ unit check", {"units": final.units}),
-                         ("+ attribute rules", {"rules": final.rules}), ("+ chisel", {"chisel": final.chisel})):
+                         ("+ attribute rules", {"rules": final.rules}), ("+ closure", {"closure": final.closure}),
+                         ("+ chisel", {"chisel": final.chisel})):
         if next(iter(change.values())):
             cur = replace(cur, **change)
             steps.append((name, cur))

@@ -157,6 +157,7 @@ class PostprocessParams(RunParams):
     fusion_models: list[str] | None = None
     units: bool = _POST["units"]
     rules: bool = _POST["rules"]
+    closure: bool = _POST["closure"]
     chisel: bool = _POST["chisel"]
     fp_weight: float | str = _POST["fp_weight"]
     ablation: bool = True
@@ -198,12 +199,14 @@ class StackerParams(RunParams):
     seed: int = _STACK["seed"]
     max_train_pairs: int | None = _STACK["max_train_pairs"]
     second_stage: bool | str = "auto"
+    closure: bool | str = "auto"
     distractors: int | str = 0
 
     def __post_init__(self) -> None:
         _distractors(self.distractors)
-        if self.second_stage not in (True, False, "auto"):
-            raise ConfigError(f"second_stage must be true, false or auto, got {self.second_stage!r}")
+        for name in ("second_stage", "closure"):
+            if getattr(self, name) not in (True, False, "auto"):
+                raise ConfigError(f"{name} must be true, false or auto, got {getattr(self, name)!r}")
         _positive("k", self.k, 2)
         _positive("n_estimators", self.n_estimators)
         if self.max_train_pairs is not None:
