@@ -87,8 +87,13 @@ def test_fold_embedding_compares_each_pair_in_its_first_rows_fold_space():
              for m in ("a", "b")}
     idx, sims = fuse({"a": X, "b": np.eye(3, dtype=np.float32)}, neigh, "prob_union", k=3)
     assert sims[0, 1] == pytest.approx(1.0) and sims[1, 1] == pytest.approx(1.0) and idx[1, 1] == 2
-    inb = pp.PostConfig(models=["a"], inb={"rounds": 1, "threshold": 0.3}, k=3)
-    assert pp.prepare({"a": X}, {"a": neigh["a"]}, inb)["a"][0] is neigh["a"][0]  # no single space to blend in
+    inb = pp.PostConfig(models=["a", "b"], inb={"rounds": 1, "threshold": 0.3}, k=3)
+    with pytest.raises(KeyError, match="a cross-validated model"):  # no single space to blend in
+        pp.prepare({"a": X, "b": np.eye(3, dtype=np.float32)}, neigh, inb)
+    resolved = pp.with_blend_models(inb, {"a": X, "b": np.eye(3, dtype=np.float32)})
+    assert resolved.inb["models"] == ["b"]  # so the test split, where "a" has one space, blends "b" alone too
+    test_side = pp.prepare({"a": np.eye(3, dtype=np.float32), "b": np.eye(3, dtype=np.float32)}, neigh, resolved)
+    assert test_side["a"][0] is neigh["a"][0]
 
 
 def test_to_neighbours_self_first_and_padding():

@@ -77,8 +77,9 @@ def fp_weight_for(setting: float | str, n_train: int, n_test: int) -> float:
 
 def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "auto") -> Neigh:
     """Label-free steps: INB and QE re-embed and re-search each model that has embeddings (or those the step
-    names in `models`; a cross-validated model's train rows live in several fold spaces, so it is left as it
-    is); fusion merges its models (all, or `fusion_models`) into one and needs their embeddings (fold ones too)."""
+    names in `models`, which `with_blend_models` fills from the train split: a cross-validated model's train
+    rows live in several fold spaces, so it cannot be blended); fusion merges its models (all, or
+    `fusion_models`) into one and needs their embeddings (a cross-validated model's fold ones too)."""
     emb = {m: embeddings.get(m) for m in cfg.models}
     fused = list(cfg.fusion_models or cfg.models)
     if cfg.fusion:
@@ -98,7 +99,10 @@ def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "aut
         if unknown:
             raise KeyError(f"{name}.models names {unknown}, which are not among the stage's models {cfg.models}")
         for m in chosen:
-            if emb[m] is None or isinstance(emb[m], FoldEmbedding):
+            if isinstance(emb[m], FoldEmbedding):
+                raise KeyError(f"{name}.models names {m}, a cross-validated model: its train rows live in several "
+                               "fold spaces, so it cannot be blended")
+            if emb[m] is None:
                 continue
             params = ({"threshold": step.get("threshold", 0.5), "rounds": step.get("rounds", 1)} if name == "inb"
                       else {"threshold": None, "qe_k": step.get("k", 3), "alpha": step.get("alpha", 3.0),
@@ -110,6 +114,15 @@ def prepare(embeddings: dict, neigh: Neigh, cfg: PostConfig, backend: str = "aut
         merged = fuse({m: emb[m] for m in fused}, {m: out[m] for m in fused}, cfg.fusion, cfg.k)
         out = {"fused": merged, **{m: v for m, v in out.items() if m not in fused}}
     return out
+
+
+def with_blend_models(cfg: PostConfig, train_embeddings: dict) -> PostConfig:
+    """`cfg` with the models INB and QE blend by default made explicit, from the train split: those with one
+    embedding space there (not a cross-validated model's fold spaces), so that both splits blend the same ones."""
+    plain = [m for m in cfg.models if m in train_embeddings and not isinstance(train_embeddings[m], FoldEmbedding)]
+    steps = {name: {**step, "models": step.get("models") or plain}
+             for name, step in (("inb", cfg.inb), ("qe", cfg.qe)) if step}
+    return replace(cfg, **steps)
 
 
 def _with_rules(neigh: Neigh, status: dict, rules: list[Rule]) -> Neigh:
