@@ -110,6 +110,27 @@ def test_distractors_join_the_training_pool_end_to_end(tiny_demo, tmp_path):
     assert post["fp_weight"] == pytest.approx(len(pd.read_csv(tiny_demo / "test.csv")) / (n_train + 25))
 
 
+def test_stacker_learns_from_test_like_slices_end_to_end(tiny_demo, tmp_path):
+    run_dir = tmp_path / "run"
+    text_only = {"cv": ["text"], "models": {"text": TINY_TRAINING["models"]["text"]}}
+    embed_trained = {"checkpoints": {"text_arcface": "{run_dir}/01_train_arcface/text"}, "fold_test": True}
+    stacker = {**FAST["05_stacker"], "validation": "slices", "fp_weight": "auto"}
+    cfg = demo_config(tiny_demo, run_dir, **{**FAST, "01_train_arcface": text_only, "02_embed": embed_trained,
+                                             "05_stacker": stacker})
+    del cfg["stages"]["00_eda"]
+    pipeline.run(cfg)
+    assert sorted(p.name for p in (run_dir / "02_embed").glob("test_text_arcface@fold*.npy")) == [
+        f"test_text_arcface@fold{k}.npy" for k in range(3)]
+    assert not list((run_dir / "03_knn").glob("test_*@fold*"))  # searched within 05's slices only
+    n_train, n_test = (len(pd.read_csv(tiny_demo / f)) for f in ("train.csv", "test.csv"))
+    metrics = json.loads((run_dir / "05_stacker" / "metrics.json").read_text())
+    assert metrics["validation"] == "slices" and metrics["train_rows"] == n_train and metrics["fp_weight"] == 1.0
+    assert metrics["slices"]["rows"] - metrics["slices"]["test_postings"] == n_train
+    assert metrics["slices"]["rows"] >= 3 * n_test  # every slice at least the test split's size
+    decisions = {r["decision"] for r in metrics["selection"]}
+    assert "pair features, trained on the pooled split" in decisions and metrics["test_f1"] > 0.5
+
+
 def test_failing_cell_names_stage_cell_and_notebook(tiny_demo, tmp_path):
     cfg = demo_config(tiny_demo, tmp_path / "run", **{"02_embed": {"models": ["no_such_embedder"], "checkpoints": {}}})
     with pytest.raises(pipeline.StageFailed) as e:

@@ -69,6 +69,10 @@ BASE = "run: x\ndata: {train_csv: a.csv, test_csv: b.csv}\nstages:\n  03_knn: {k
     (BASE + "  05_stacker: {closure: sometimes}\n", [], "closure must be true, false or auto"),
     (BASE + "  05_stacker: {second_stage: sometimes}\n", [], "second_stage must be true, false or auto"),
     (BASE + "  04_postprocess: {closure: auto}\n", [], "04_postprocess.closure"),
+    (BASE + "  05_stacker: {validation: folds}\n", [], "validation must be pooled or slices"),
+    (BASE + "  05_stacker: {validation: slices, distractors: auto}\n", [], "set distractors: 0"),
+    (BASE + "  01_train_arcface: {cv: [text]}\n  02_embed: {}\n  05_stacker: {validation: slices}\n", [],
+     "02_embed fold_test: true"),
     ("run: [x\n", [], "not valid YAML"),
     ("", [], "a config is a mapping"),
 ])

@@ -279,6 +279,14 @@ def distractor_count(setting: int | str, n_train: int, n_test: int) -> int:
     return setting
 
 
+def distinct_postings(train: pd.DataFrame, test: pd.DataFrame, why: str) -> None:
+    """Refuse test postings that are also training rows: they could not be known non-matches of them."""
+    clash = test["posting_id"].isin(set(train["posting_id"]))
+    if clash.any():
+        raise DataError(f"{int(clash.sum())} test posting_id(s) are also training rows (e.g. "
+                        f"{list(test.loc[clash, 'posting_id'].head(3))}): {why}")
+
+
 def read_training(train_csv: str | Path, test_csv: str | Path = "", distractors: int | str = 0,
                   test_images: str | Path = "", seed: int = 0, backend: str = "auto") -> pd.DataFrame:
     """The labelled training postings, then `distractors` test postings (sampled with `seed`) as known non-matches.
@@ -300,10 +308,7 @@ def read_training(train_csv: str | Path, test_csv: str | Path = "", distractors:
     n = distractor_count(distractors, len(train), len(test))
     if n == 0:
         return train
-    clash = test["posting_id"].isin(set(train["posting_id"]))
-    if clash.any():
-        raise DataError(f"{test_csv}: {int(clash.sum())} posting_id(s) are also training rows (e.g. "
-                        f"{list(test.loc[clash, 'posting_id'].head(3))}), so test postings cannot be distractors")
+    distinct_postings(train, test, f"{test_csv}: test postings cannot be distractors")
     picked = np.sort(np.random.default_rng(seed).choice(len(test), size=n, replace=False))
     extra = test.iloc[picked].reset_index(drop=True)
     if test_images:

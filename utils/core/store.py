@@ -161,12 +161,20 @@ class RunStore:
                 out[m] = parts
         return out
 
-    def _fold_parts(self, split: str, model: str) -> tuple[FoldEmbedding, dict] | None:
+    def _loaded_fold_parts(self, split: str, model: str) -> list[tuple[np.ndarray, dict]]:
         names = sorted((n for n in self.embeddings(split) if n.model == model and n.fold is not None),
                        key=lambda n: n.fold)
-        if not names:
+        return [self.load_embedding(n) for n in names]
+
+    def fold_parts(self, split: str, model: str) -> list[np.ndarray]:
+        """A cross-validated model's `<split>_<model>@fold<k>` arrays in fold order: every row of the split
+        embedded by fold k's model ([] when there are none)."""
+        return [X for X, _ in self._loaded_fold_parts(split, model)]
+
+    def _fold_parts(self, split: str, model: str) -> tuple[FoldEmbedding, dict] | None:
+        loaded = self._loaded_fold_parts(split, model)
+        if not loaded:
             return None
-        loaded = [self.load_embedding(n) for n in names]
         fold_of_row = np.full(loaded[0][0].shape[0], -1, dtype=np.int32)
         for k, (_, meta) in enumerate(loaded):
             fold_of_row[np.asarray(meta["fold_rows"], dtype=np.int64)] = k

@@ -296,12 +296,17 @@ def fit(X: pd.DataFrame, y: np.ndarray, cfg: StackerConfig):
 
 
 def out_of_fold(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, folds: np.ndarray,
-                cfg: StackerConfig) -> np.ndarray:
-    """Out-of-fold pair probabilities."""
-    prob = np.zeros(len(y), dtype=np.float32)
-    for train, val in pair_folds(rows, cols, folds):
+                cfg: StackerConfig, held_out: tuple[pd.DataFrame, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Out-of-fold pair probabilities (`pair_folds`). With `held_out` = (features, query rows, folds of those rows)
+    of other pairs, the fold models score those instead: pairs whose query row is in fold k by the model trained
+    without fold k (e.g. a stacker trained on the pooled train split, scored on the test-like slices)."""
+    X_val, rows_val, folds_val = held_out if held_out is not None else (X, rows, folds)
+    prob = np.zeros(len(X_val), dtype=np.float32)
+    for k, (train, val) in zip(np.unique(folds), pair_folds(rows, cols, folds), strict=True):
+        if held_out is not None:
+            val = np.flatnonzero(folds_val[rows_val] == k)
         clf = fit(X.iloc[train], y[train], cfg)
-        prob[val] = clf.predict_proba(X.iloc[val])[:, 1]
+        prob[val] = clf.predict_proba(X_val.iloc[val])[:, 1]
     return prob
 
 

@@ -89,6 +89,7 @@ class EmbedParams(RunParams):
     test_images: str = "inputs/demo/test_images"
     use_images: bool = True
     amp: bool = True
+    fold_test: bool = False
     distractors: int | str = 0
 
     def __post_init__(self) -> None:
@@ -201,9 +202,14 @@ class StackerParams(RunParams):
     second_stage: bool | str = "auto"
     closure: bool | str = "auto"
     distractors: int | str = 0
+    validation: str = "pooled"
 
     def __post_init__(self) -> None:
         _distractors(self.distractors)
+        if self.validation not in ("pooled", "slices"):
+            raise ConfigError(f"validation must be pooled or slices, got {self.validation!r}")
+        if self.validation == "slices" and self.distractors != 0:
+            raise ConfigError("validation: slices draws its own test postings into each slice; set distractors: 0")
         for name in ("second_stage", "closure"):
             if getattr(self, name) not in (True, False, "auto"):
                 raise ConfigError(f"{name} must be true, false or auto, got {getattr(self, name)!r}")

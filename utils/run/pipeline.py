@@ -25,7 +25,7 @@ import yaml
 
 from utils.core.data import DataError
 from utils.core.io import write_json
-from utils.core.paths import ROOT, RUNS
+from utils.core.paths import EMBED, ROOT, RUNS, STACKER, TRAIN
 from utils.core.progress import ENV as PROGRESS_ENV
 from utils.core.store import STAMP, RunStore
 
@@ -125,15 +125,20 @@ def validate_config(cfg: dict, where: str) -> None:
         if not any(key in f for f in fields.values()):
             raise ConfigError(f"{where}: parameter {key!r} (params or --set {key}=...) is declared by no stage of "
                               f"this config {chain}; prefix it with a stage (--set 03_knn.{key}=...)")
-    pools = {}
+    pools, resolved = {}, {}
     for s in chain:
         values = {k: v for k, v in (cfg.get("params") or {}).items() if k in fields[s]} | (cfg["stages"][s] or {})
         schemas.validate(schemas.SCHEMAS[s], values, f"{where}: stages.{s}")
+        resolved[s] = values
         if "distractors" in fields[s]:
             pools[s] = values.get("distractors", 0)
     if len(set(map(str, pools.values()))) > 1:
         raise ConfigError(f"{where}: distractors differ between stages {pools}; the stages share one training pool, "
                           "so set it once under params")
+    if (resolved.get(STACKER, {}).get("validation") == "slices" and resolved.get(TRAIN, {}).get("cv")
+            and EMBED in resolved and not resolved[EMBED].get("fold_test")):
+        raise ConfigError(f"{where}: 05_stacker validation: slices compares a slice's test postings in each fold "
+                          "model's space; set 02_embed fold_test: true")
 
 
 def ensure_data(data: dict) -> None:

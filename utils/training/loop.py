@@ -300,29 +300,36 @@ def train_cv(cfg: TrainConfig, df: pd.DataFrame, images_dir, out_dir: str | Path
 
 
 def embed_split(folder: str | Path, name: str, split: str, df: pd.DataFrame, images_dir, store: RunStore,
-                batch_size: int = 128, amp: bool = True) -> list[Path]:
+                batch_size: int = 128, amp: bool = True, fold_test: bool = False) -> list[Path]:
     """Embed one split with a trained model folder; writes embedding artifacts to the store, returns their paths.
 
     Test rows use the full (or single) model. Train rows use the fold models when there are some:
     `train_<name>@fold<k>` holds every row embedded by the model that did not see fold k, and its
     sidecar lists fold k's rows, whose neighbours `03_knn` stitches into `train_<name>`.
-    Without fold models the train embedding is in-sample, which its sidecar says.
+    Without fold models the train embedding is in-sample, which its sidecar says. With `fold_test`, the
+    test rows are also embedded by every fold model (`test_<name>@fold<k>`, for 05's test-like slices).
     """
     ckpts = checkpoint_set(folder)
     encoder, cfg = load_encoder(ckpts["test"])
     if cfg.modality != "text" and images_dir is None:
         log.warning("%s: %s model skipped (dataset without images)", name, cfg.modality)
         return []
-    if split == "test" or not ckpts["folds"]:
-        X = encode(encoder, df, images_dir, cfg.image_size, batch_size, desc=f"{name} {split}", amp=amp)
-        meta = {"model": name, "checkpoint": str(ckpts["test"]), "split": split, "in_sample": split == "train"}
-        return [store.save_embedding(ArtifactName(split, name), X, meta)]
-    folds = assign_folds(df, cfg.n_folds, cfg.seed)
+
+    def encoded(enc: nn.Module, enc_cfg: TrainConfig, desc: str) -> np.ndarray:
+        return encode(enc, df, images_dir, enc_cfg.image_size, batch_size, desc=desc, amp=amp)
+
     paths = []
+    if split == "test" or not ckpts["folds"]:
+        meta = {"model": name, "checkpoint": str(ckpts["test"]), "split": split, "in_sample": split == "train"}
+        paths.append(store.save_embedding(ArtifactName(split, name), encoded(encoder, cfg, f"{name} {split}"), meta))
+        if split == "train" or not fold_test:
+            return paths
+    folds = assign_folds(df, cfg.n_folds, cfg.seed) if split == "train" else None
     for k, path in ckpts["folds"].items():
         enc_k, cfg_k = load_encoder(path)
-        X = encode(enc_k, df, images_dir, cfg_k.image_size, batch_size, desc=f"{name} fold {k}", amp=amp)
-        meta = {"model": name, "checkpoint": str(path), "split": split, "oof_fold": k,
-                "fold_rows": np.flatnonzero(folds == k).tolist()}
+        meta = {"model": name, "checkpoint": str(path), "split": split, "oof_fold": k}
+        if folds is not None:
+            meta["fold_rows"] = np.flatnonzero(folds == k).tolist()
+        X = encoded(enc_k, cfg_k, f"{name} {split} fold {k}")
         paths.append(store.save_embedding(ArtifactName(split, name, k), X, meta))
     return paths
