@@ -20,6 +20,7 @@ from utils.matching.decide import (
     tune,
     tune_closure,
     tune_model,
+    tuned_decisions,
     union,
 )
 
@@ -192,3 +193,17 @@ def test_closure_is_off_when_it_only_chains_other_groups():
     assert score(decide_scores(P, rule), labels).f1 == pytest.approx(0.9)  # rows 1, 2: 2*2/(3+2)
     assert score(decide_scores(P, rule, Closure(0.6)), labels).f1 == pytest.approx(2 / 3)  # one chain of four
     assert tune_closure(P, labels, rule) == (rule, None)  # within groups of 2, or above 0.6, it adds nothing
+
+
+def test_tuned_decisions_score_the_rule_and_the_rule_beside_closure():
+    labels = np.array([0, 0, 0, 1, 2])
+    P = pair_scores(5, {(0, 1): 0.9, (1, 2): 0.9, (0, 2): 0.2, (3, 4): 0.3})
+    plain, closed = tuned_decisions("s", P, labels, fp_weight=2.0)
+    assert (plain.name, closed.name) == ("s", "s + closure") and plain.closure is None
+    assert plain.scores.f1 == pytest.approx((0.8 + 1 + 0.8 + 1 + 1) / 5)  # 0.2 < any tuned threshold
+    assert closed.scores.f1 == 1.0 and closed.closure.max_size == 3 and closed.f1_test_size == 1.0
+    assert plain.f1_test_size == pytest.approx(score(plain.matches, labels, fp_weight=2.0).f1)
+    row = closed.summary()
+    assert row["decision"] == "s + closure" and row["closure_threshold"] == closed.closure.threshold
+    assert plain.summary()["closure_threshold"] is None
+    assert [d.name for d in tuned_decisions("s", P, labels, rows=np.array([3, 4]), closure=False)] == ["s"]

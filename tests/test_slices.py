@@ -97,23 +97,28 @@ def test_slices_need_every_fold_models_test_embedding_and_the_same_folds(tmp_pat
         slices.embeddings(store, sl, ["inside"])
 
 
-def test_out_of_fold_on_held_out_pairs_is_the_fold_models_prediction():
+def test_pair_table_trains_on_some_splits_and_predicts_every_pair_out_of_fold():
     rng = np.random.default_rng(0)
-    n = 40
     labels = np.repeat(np.arange(20), 2)
-    folds = labels % 2  # groups whole in a fold: two folds
-    rows, cols = np.repeat(np.arange(n), 3), rng.integers(0, n, size=3 * n)
-    rows, cols = np.r_[rows, np.arange(0, n, 2)], np.r_[cols, np.arange(1, n, 2)]
-    y = (labels[rows] == labels[cols]).astype(np.int8)
-    X = pd.DataFrame({"f": y + rng.normal(scale=0.3, size=len(y)), "g": rng.normal(size=len(y))})
+    folds = (labels % 2).astype(np.int8)  # groups whole in a fold: two folds
+
+    def split(n_pairs):
+        rows, cols = rng.integers(0, 40, size=n_pairs), rng.integers(0, 40, size=n_pairs)
+        rows, cols = np.r_[rows, np.arange(0, 40, 2)], np.r_[cols, np.arange(1, 40, 2)]
+        y = (labels[rows] == labels[cols]).astype(np.int8)
+        return pd.DataFrame({"f": y + rng.normal(scale=0.3, size=len(y))}), y, rows, cols, folds
+
+    first, second = split(100), split(60)
+    table = st.PairTable.of([first, second])
+    assert table.offsets == (0, 40) and table.n == 80 and table.rows[len(first[1]):].min() >= 40
+    r, c, y = table.pairs_of(1, table.y)
+    assert (r == second[2]).all() and (c == second[3]).all() and (y == second[1]).all()
+    y_first = table.targets([0])
+    assert (y_first[table.split == 1] == -1).all() and (y_first[table.split == 0] == first[1]).all()
     cfg = st.StackerConfig(n_estimators=20, max_train_pairs=None)
-    plain = st.out_of_fold(X, y, rows, cols, folds, cfg)
-    assert np.allclose(st.out_of_fold(X, y, rows, cols, folds, cfg, held_out=(X, rows, folds)), plain)
-    # other pairs, scored by the model of their query row's fold
-    X_new, rows_new, folds_new = X.iloc[:5], np.array([0, 1, 2, 3, 4]), np.array([1, 0, 1, 0, 1])
-    held = st.out_of_fold(X, y, rows, cols, folds, cfg, held_out=(X_new, rows_new, folds_new))
-    for k in (0, 1):
-        train = (folds[rows] != k) & (folds[cols] != k)
-        clf = st.fit(X[train], y[train], cfg)
-        sel = folds_new[rows_new] == k
-        assert np.allclose(held[sel], clf.predict_proba(X_new[sel])[:, 1])
+    prob = st.out_of_fold(table.X, y_first, table.rows, table.cols, table.folds, cfg)
+    for k in (0, 1):  # the second split's pairs of fold k: scored by the model trained on the first split without k
+        train = (folds[first[2]] != k) & (folds[first[3]] != k)
+        clf = st.fit(first[0][train], first[1][train], cfg)
+        sel = folds[second[2]] == k
+        assert np.allclose(table.pairs_of(1, prob)[2][sel], clf.predict_proba(second[0][sel])[:, 1])

@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from utils.core.metric import group_sizes, score, weighted_f1
+from utils.core.metric import Scores, group_sizes, score, weighted_f1
 
 DEFAULT_GRID = np.round(np.arange(0.10, 1.0001, 0.01), 2)
 CLOSURE_GRID = np.round(np.arange(0.50, 0.9901, 0.01), 2)
@@ -344,3 +344,39 @@ def tune_closure(scores: sp.csr_matrix, labels: np.ndarray, rule: ModelThreshold
     by_threshold = [f1(close(model_matches(*lists, r), closure)) for r in rules]
     best = int(np.argmax(by_threshold))
     return (rules[best], closure) if by_threshold[best] > max(by_closure) else (rule, closure)
+
+
+@dataclass
+class Decision:
+    """A decision rule tuned on out-of-fold pair scores, with its out-of-fold matches and scores."""
+
+    name: str
+    rule: ModelThreshold
+    closure: Closure | None
+    matches: sp.csr_matrix
+    scores: Scores
+    f1_test_size: float  # the F1 with false positives weighted as tuned (`fp_weight`); the plain F1 at weight 1
+
+    def summary(self) -> dict:
+        """One row of a selection table."""
+        return {"decision": self.name, "oof_f1": self.scores.f1, "oof_precision": self.scores.precision,
+                "oof_recall": self.scores.recall, "oof_f1_test_size": self.f1_test_size,
+                "threshold": self.rule.threshold, "min2_threshold": self.rule.min2_threshold,
+                "closure_threshold": self.closure and self.closure.threshold,
+                "closure_max_size": self.closure and self.closure.max_size}
+
+
+def tuned_decisions(name: str, scores: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None = None,
+                    fp_weight: float = 1.0, closure: bool = True) -> list[Decision]:
+    """The threshold + min2 rule tuned on `rows` of these pair scores (as a model's neighbours in 04), and with
+    `closure` also the rule beside a tuned closure (`name + closure`)."""
+    rule = tune_model(*ranked(scores), labels, rows, fp_weight=fp_weight)
+    options = [(name, rule, None)]
+    if closure:
+        options.append((f"{name} + closure", *tune_closure(scores, labels, rule, rows, fp_weight)))
+    out = []
+    for option, r, c in options:
+        matches = decide_scores(scores, r, c)
+        out.append(Decision(option, r, c, matches, score(matches, labels, rows),
+                            score(matches, labels, rows, fp_weight).f1))
+    return out

@@ -296,18 +296,56 @@ def fit(X: pd.DataFrame, y: np.ndarray, cfg: StackerConfig):
 
 
 def out_of_fold(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, folds: np.ndarray,
-                cfg: StackerConfig, held_out: tuple[pd.DataFrame, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Out-of-fold pair probabilities (`pair_folds`). With `held_out` = (features, query rows, folds of those rows)
-    of other pairs, the fold models score those instead: pairs whose query row is in fold k by the model trained
-    without fold k (e.g. a stacker trained on the pooled train split, scored on the test-like slices)."""
-    X_val, rows_val, folds_val = held_out if held_out is not None else (X, rows, folds)
-    prob = np.zeros(len(X_val), dtype=np.float32)
-    for k, (train, val) in zip(np.unique(folds), pair_folds(rows, cols, folds), strict=True):
-        if held_out is not None:
-            val = np.flatnonzero(folds_val[rows_val] == k)
+                cfg: StackerConfig) -> np.ndarray:
+    """Out-of-fold probabilities of every pair (`pair_folds`); pairs with y = -1 are predicted, never trained on."""
+    prob = np.zeros(len(y), dtype=np.float32)
+    for train, val in pair_folds(rows, cols, folds):
         clf = fit(X.iloc[train], y[train], cfg)
-        prob[val] = clf.predict_proba(X_val.iloc[val])[:, 1]
+        prob[val] = clf.predict_proba(X.iloc[val])[:, 1]
     return prob
+
+
+@dataclass(frozen=True)
+class PairTable:
+    """The candidate pairs of several splits side by side in one row-number space (each split's rows offset past
+    the earlier splits', so no pair crosses two): the stacker trains on the pairs of some splits and predicts all,
+    fold by fold (e.g. the pooled train split and the test-like slices of `utils.matching.slices`).
+
+    `folds` is the fold of every row, `split` the split of every pair, `offsets` each split's first row.
+    """
+
+    X: pd.DataFrame
+    y: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    folds: np.ndarray
+    split: np.ndarray
+    offsets: tuple[int, ...]
+
+    @classmethod
+    def of(cls, parts: list[tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> PairTable:
+        """From (features, targets, rows, cols, folds of the split's rows) per split."""
+        offsets = tuple(np.cumsum([0] + [len(p[4]) for p in parts[:-1]]).tolist())
+        return cls(X=pd.concat([p[0] for p in parts], ignore_index=True), y=np.concatenate([p[1] for p in parts]),
+                   rows=np.concatenate([p[2] + o for p, o in zip(parts, offsets, strict=True)]),
+                   cols=np.concatenate([p[3] + o for p, o in zip(parts, offsets, strict=True)]),
+                   folds=np.concatenate([p[4] for p in parts]),
+                   split=np.concatenate([np.full(len(p[1]), s, dtype=np.int8) for s, p in enumerate(parts)]),
+                   offsets=offsets)
+
+    @property
+    def n(self) -> int:
+        """Rows of all splits."""
+        return len(self.folds)
+
+    def targets(self, splits: list[int]) -> np.ndarray:
+        """The targets of the pairs of `splits`; -1 (predicted, never trained on) elsewhere."""
+        return np.where(np.isin(self.split, splits), self.y, -1).astype(np.int8)
+
+    def pairs_of(self, split: int, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, probabilities) of one split's pairs, in that split's own row numbers."""
+        sel = self.split == split
+        return self.rows[sel] - self.offsets[split], self.cols[sel] - self.offsets[split], prob[sel]
 
 
 def pair_matrix(rows: np.ndarray, cols: np.ndarray, prob: np.ndarray, n: int) -> sp.csr_matrix:
