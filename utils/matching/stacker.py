@@ -295,6 +295,17 @@ def fit(X: pd.DataFrame, y: np.ndarray, cfg: StackerConfig):
     return make_classifier(cfg).fit(X.iloc[kept], y[kept], sample_weight=weight)
 
 
+class MeanClassifier:
+    """Classifiers trained on different pairs (e.g. the pooled train split's and the test-like slices'), their
+    probabilities averaged; `estimators_` as in scikit-learn's ensembles, so `importance` averages them."""
+
+    def __init__(self, estimators: list):
+        self.estimators_ = estimators
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
+
+
 def out_of_fold(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, folds: np.ndarray,
                 cfg: StackerConfig) -> np.ndarray:
     """Out-of-fold probabilities of every pair (`pair_folds`); pairs with y = -1 are predicted, never trained on."""

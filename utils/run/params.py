@@ -211,7 +211,7 @@ class StackerParams(RunParams):
             raise ConfigError(f"validation must be pooled or slices, got {self.validation!r}")
         if self.validation == "slices" and self.distractors != 0:
             raise ConfigError("validation: slices draws its own test postings into each slice; set distractors: 0")
-        allowed = ("auto", "pooled", "slices", "both") if self.validation == "slices" else ("auto", "pooled")
+        allowed = ("auto", "pooled", "slices", "both", "mean") if self.validation == "slices" else ("auto", "pooled")
         if self.train_pairs not in allowed:
             raise ConfigError(f"train_pairs must be one of {list(allowed)} with validation: {self.validation}, "
                               f"got {self.train_pairs!r}")
