@@ -71,8 +71,6 @@ BASE = "run: x\ndata: {train_csv: a.csv, test_csv: b.csv}\nstages:\n  03_knn: {k
     (BASE + "  04_postprocess: {closure: auto}\n", [], "04_postprocess.closure"),
     (BASE + "  05_stacker: {validation: folds}\n", [], "validation must be pooled or slices"),
     (BASE + "  05_stacker: {validation: slices, distractors: auto}\n", [], "set distractors: 0"),
-    (BASE + "  05_stacker: {train_pairs: slices}\n", [], "train_pairs must be one of ['auto', 'pooled']"),
-    (BASE + "  05_stacker: {validation: slices, train_pairs: all}\n", [], "train_pairs must be one of"),
     (BASE + "  01_train_arcface: {cv: [text]}\n  02_embed: {}\n  05_stacker: {validation: slices}\n", [],
      "02_embed fold_test: true"),
     ("run: [x\n", [], "not valid YAML"),

@@ -123,15 +123,3 @@ def test_pair_table_trains_on_some_splits_and_predicts_every_pair_out_of_fold():
         sel = folds[second[2]] == k
         assert np.allclose(table.pairs_of(1, prob)[2][sel], clf.predict_proba(second[0][sel])[:, 1])
 
-
-def test_mean_classifier_averages_its_members_probabilities():
-    rng = np.random.default_rng(1)
-    X = pd.DataFrame({"f": rng.normal(size=200)})
-    y_a, y_b = (X["f"] > 0).to_numpy().astype(int), (X["f"] > 0.5).to_numpy().astype(int)
-    cfg = st.StackerConfig(n_estimators=10)
-    a, b = st.fit(X, y_a, cfg), st.fit(X, y_b, cfg)
-    mean = st.MeanClassifier([a, b])
-    assert np.allclose(mean.predict_proba(X), (a.predict_proba(X) + b.predict_proba(X)) / 2)
-    assert np.allclose(st.predict_pairs(mean, lambda r, c: X.iloc[r], np.arange(200), np.arange(200)),
-                       mean.predict_proba(X)[:, 1])
-    assert st.importance(mean, ["f"])["f"] == pytest.approx(1.0)  # each member's gain share, averaged

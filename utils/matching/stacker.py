@@ -295,17 +295,6 @@ def fit(X: pd.DataFrame, y: np.ndarray, cfg: StackerConfig):
     return make_classifier(cfg).fit(X.iloc[kept], y[kept], sample_weight=weight)
 
 
-class MeanClassifier:
-    """Classifiers trained on different pairs (e.g. the pooled train split's and the test-like slices'), their
-    probabilities averaged; `estimators_` as in scikit-learn's ensembles, so `importance` averages them."""
-
-    def __init__(self, estimators: list):
-        self.estimators_ = estimators
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
-
-
 def out_of_fold(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, folds: np.ndarray,
                 cfg: StackerConfig) -> np.ndarray:
     """Out-of-fold probabilities of every pair (`pair_folds`); pairs with y = -1 are predicted, never trained on."""
@@ -320,7 +309,7 @@ def out_of_fold(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, cols: np.ndarr
 class PairTable:
     """The candidate pairs of several splits side by side in one row-number space (each split's rows offset past
     the earlier splits', so no pair crosses two): the stacker trains on the pairs of some splits and predicts all,
-    fold by fold (e.g. the pooled train split and the test-like slices of `utils.matching.slices`).
+    fold by fold (05 trains on the train split and scores the test-like slices of `utils.matching.slices`).
 
     `folds` is the fold of every row, `split` the split of every pair, `offsets` each split's first row.
     """

@@ -203,7 +203,6 @@ class StackerParams(RunParams):
     closure: bool | str = "auto"
     distractors: int | str = 0
     validation: str = "pooled"
-    train_pairs: str = "auto"
 
     def __post_init__(self) -> None:
         _distractors(self.distractors)
@@ -211,10 +210,6 @@ class StackerParams(RunParams):
             raise ConfigError(f"validation must be pooled or slices, got {self.validation!r}")
         if self.validation == "slices" and self.distractors != 0:
             raise ConfigError("validation: slices draws its own test postings into each slice; set distractors: 0")
-        allowed = ("auto", "pooled", "slices", "both", "mean") if self.validation == "slices" else ("auto", "pooled")
-        if self.train_pairs not in allowed:
-            raise ConfigError(f"train_pairs must be one of {list(allowed)} with validation: {self.validation}, "
-                              f"got {self.train_pairs!r}")
         for name in ("second_stage", "closure"):
             if getattr(self, name) not in (True, False, "auto"):
                 raise ConfigError(f"{name} must be true, false or auto, got {getattr(self, name)!r}")
