@@ -326,7 +326,8 @@ class PairTable:
     def of(cls, parts: list[tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> PairTable:
         """From (features, targets, rows, cols, folds of the split's rows) per split."""
         offsets = tuple(np.cumsum([0] + [len(p[4]) for p in parts[:-1]]).tolist())
-        return cls(X=pd.concat([p[0] for p in parts], ignore_index=True), y=np.concatenate([p[1] for p in parts]),
+        X = parts[0][0] if len(parts) == 1 else pd.concat([p[0] for p in parts], ignore_index=True)  # no copy alone
+        return cls(X=X, y=np.concatenate([p[1] for p in parts]),
                    rows=np.concatenate([p[2] + o for p, o in zip(parts, offsets, strict=True)]),
                    cols=np.concatenate([p[3] + o for p, o in zip(parts, offsets, strict=True)]),
                    folds=np.concatenate([p[4] for p in parts]),
