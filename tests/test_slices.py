@@ -113,7 +113,7 @@ def test_pair_table_trains_on_some_splits_and_predicts_every_pair_out_of_fold():
     assert table.offsets == (0, 40) and table.n == 80 and table.rows[len(first[1]):].min() >= 40
     r, c, y = table.pairs_of(1, table.y)
     assert (r == second[2]).all() and (c == second[3]).all() and (y == second[1]).all()
-    y_first = table.targets([0])
+    y_first = table.train_targets()
     assert (y_first[table.split == 1] == -1).all() and (y_first[table.split == 0] == first[1]).all()
     cfg = st.StackerConfig(n_estimators=20, max_train_pairs=None)
     prob = st.out_of_fold(table.X, y_first, table.rows, table.cols, table.folds, cfg)

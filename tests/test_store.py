@@ -18,6 +18,12 @@ def test_artifact_names_round_trip(stem, split, model, fold):
     assert name.stem == stem and name.whole == ArtifactName(split, model)
 
 
+@pytest.mark.parametrize("stem, searched", [("train_minilm", True), ("train_minilm@fold2", True),
+                                             ("test_minilm", True), ("test_minilm@fold2", False)])
+def test_03_searches_all_but_a_fold_models_test_part(stem, searched):
+    assert ArtifactName.parse(stem).searched is searched
+
+
 @pytest.mark.parametrize("stem", ["valid_x", "train_", "train_a@fold", "train_a@foldx", "tfidf", "train_a/b"])
 def test_bad_artifact_names_are_refused(stem):
     with pytest.raises(ValueError, match="artifact name|model name"):

@@ -71,6 +71,12 @@ class ArtifactName:
         """The name without its fold: what the fold parts are stitched into."""
         return ArtifactName(self.split, self.model)
 
+    @property
+    def searched(self) -> bool:
+        """Whether 03_knn searches it: whole artifacts and the train split's fold parts. A fold model's test part
+        (02's `fold_test`) is read by 05's test-like slices alone."""
+        return self.fold is None or self.split == "train"
+
     @classmethod
     def parse(cls, stem: str) -> ArtifactName:
         m = _NAME.match(stem)

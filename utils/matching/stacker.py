@@ -309,7 +309,8 @@ def out_of_fold(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, cols: np.ndarr
 class PairTable:
     """The candidate pairs of several splits side by side in one row-number space (each split's rows offset past
     the earlier splits', so no pair crosses two): the stacker trains on the pairs of some splits and predicts all,
-    fold by fold (05 trains on the train split and scores the test-like slices of `utils.matching.slices`).
+    fold by fold (05 trains on the train split, the first, and scores the test-like slices of
+    `utils.matching.slices`).
 
     `folds` is the fold of every row, `split` the split of every pair, `offsets` each split's first row.
     """
@@ -339,9 +340,10 @@ class PairTable:
         """Rows of all splits."""
         return len(self.folds)
 
-    def targets(self, splits: list[int]) -> np.ndarray:
-        """The targets of the pairs of `splits`; -1 (predicted, never trained on) elsewhere."""
-        return np.where(np.isin(self.split, splits), self.y, -1).astype(np.int8)
+    def train_targets(self) -> np.ndarray:
+        """The targets of the first split's pairs (the train split's, which the stacker learns from); -1 (predicted,
+        never trained on) for every other split's."""
+        return np.where(self.split == 0, self.y, -1).astype(np.int8)
 
     def pairs_of(self, split: int, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, cols, probabilities) of one split's pairs, in that split's own row numbers."""
