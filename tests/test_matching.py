@@ -206,4 +206,5 @@ def test_tuned_decisions_score_the_rule_and_the_rule_beside_closure():
     row = closed.summary()
     assert row["decision"] == "s + closure" and row["closure_threshold"] == closed.closure.threshold
     assert plain.summary()["closure_threshold"] is None
-    assert [d.name for d in tuned_decisions("s", P, labels, rows=np.array([3, 4]), closure=False)] == ["s"]
+    only = tuned_decisions("s", P, labels, rows=np.array([3, 4]), closure=False)
+    assert [d.name for d in only] == ["s"] and only[0].f1_test_size == only[0].scores.f1  # weight 1: the plain F1

@@ -377,6 +377,7 @@ def tuned_decisions(name: str, scores: sp.csr_matrix, labels: np.ndarray, rows: 
     out = []
     for option, r, c in options:
         matches = decide_scores(scores, r, c)
-        out.append(Decision(option, r, c, matches, score(matches, labels, rows),
-                            score(matches, labels, rows, fp_weight).f1))
+        plain = score(matches, labels, rows)
+        weighted = plain.f1 if fp_weight == 1 else score(matches, labels, rows, fp_weight).f1
+        out.append(Decision(option, r, c, matches, plain, weighted))
     return out
