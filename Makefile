@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml
 demo: install  ## generate the demo data if missing, run the chain, write outputs/runs/demo/submission.csv
 	$(PY) -m utils.pipeline run --config configs/demo.yaml $(ARGS)
 
-real-titles: install  ## text + pHash chain on the real Shopee titles: tune on dev.csv, score test.csv
+JUDGE := inputs/samples/shopee-real-titles-extra/judge/validation.csv
+
+real-titles: install  ## real Shopee titles: today's and the final recipe on the judge's validation set, then test.csv once
+	$(PY) -m utils.pipeline run --config configs/real-titles-baseline.yaml $(ARGS)
+	$(PY) -m utils.pipeline run --config configs/real-titles.yaml --set run=real-titles-judge \
+		--set data.test_csv=$(JUDGE) --set data.test_labels_csv=$(JUDGE) $(ARGS)
+	$(PY) -m utils.judge compare real-titles-baseline real-titles-judge
 	$(PY) -m utils.pipeline run --config configs/real-titles.yaml $(ARGS)
 
 lint: install

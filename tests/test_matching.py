@@ -13,10 +13,10 @@ from utils.matching.decide import (
     combine,
     component_matches,
     decide_scores,
+    exact_matches,
     f1_curve,
     largest_group,
     model_matches,
-    phash_matches,
     tune,
     tune_closure,
     tune_model,
@@ -77,8 +77,8 @@ def test_tune_model_finds_perfect_threshold():
 
 def test_phash_matches_groups_and_limit():
     ph = np.array(["a", "a", "b", "c", "c", "c"])
-    assert as_sets(phash_matches(ph, max_group=50)) == [{0, 1}, {0, 1}, {2}, {3, 4, 5}, {3, 4, 5}, {3, 4, 5}]
-    assert as_sets(phash_matches(ph, max_group=2))[3] == set()  # a hash shared by 3 rows is ignored
+    assert as_sets(exact_matches(ph, max_group=50)) == [{0, 1}, {0, 1}, {2}, {3, 4, 5}, {3, 4, 5}, {3, 4, 5}]
+    assert as_sets(exact_matches(ph, max_group=2))[3] == set()  # a hash shared by 3 rows is ignored
 
 
 def test_cap_keeps_self_and_best():
@@ -137,7 +137,7 @@ def test_pair_space_scores_the_union_like_the_sparse_matrices():
     phash = rng.integers(0, 40, n).astype(str)
     rows = np.flatnonzero(rng.random(n) < 0.6)
     rules = {"a": ModelThreshold(0.55, 0.3), "b": ModelThreshold(0.7)}
-    fixed = [phash_matches(phash)]
+    fixed = [exact_matches(phash)]
     space = PairSpace(neigh, labels, fixed, rows, fp_weight=1.7)
     matched = np.logical_or.reduce([space.fixed, *(space.matched(m, t) for m, t in rules.items())])
     union_matrix = union([model_matches(*neigh[m], t) for m, t in rules.items()] + fixed)

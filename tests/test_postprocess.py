@@ -135,11 +135,11 @@ def test_postprocess_recipe_on_real_titles(real_titles):
                      "+ unit check", "+ attribute rules", "+ chisel"]
     prepared = pp.prepare(emb, neigh, cfg)
     status = pp.statuses(prepared, attrs, cfg)
-    fitted = pp.fit(prepared, status, labels, df["image_phash"].to_numpy(), cfg)
+    fitted = pp.fit(prepared, status, labels, df, cfg)
     assert fitted.rules[0].delta == 1.0 and fitted.chisel_slack in pp.CHISEL_GRID
-    m = pp.apply(prepared, status, df["image_phash"].to_numpy(), fitted, labels, cfg)
+    m = pp.apply(prepared, status, df, fitted, labels, cfg)
     assert np.diff(m.indptr).max() <= 50 and score(m, labels).f1 > 0.85
-    oof = pp.out_of_fold(prepared, status, labels, assign_folds(df, 3, 0), df["image_phash"].to_numpy(), cfg)
+    oof = pp.out_of_fold(prepared, status, labels, assign_folds(df, 3, 0), df, cfg)
     assert oof.shape == m.shape and (oof.diagonal() > 0).all() and np.diff(oof.indptr).max() <= 50
     assert 0.8 < score(oof, labels).f1 <= score(m, labels).f1 + 0.02
     with pytest.raises(KeyError, match="fusion needs the embeddings"):
@@ -199,9 +199,8 @@ def test_distractors_tighten_the_tuned_thresholds(real_titles):
         neigh = {"tfidf_char": neighbours(embed("tfidf_char", pool), k=20)[:2]}
         cfg = pp.PostConfig(models=["tfidf_char"], k=20)
         status = pp.statuses(neigh, {}, cfg)
-        phash = pool["image_phash"].to_numpy()
-        fitted = pp.fit(neigh, status, labels, phash, cfg, rows=scored)
-        oof = pp.out_of_fold(neigh, status, labels, assign_folds(pool, 3, 0), phash, cfg, scored)
+        fitted = pp.fit(neigh, status, labels, pool, cfg, rows=scored)
+        oof = pp.out_of_fold(neigh, status, labels, assign_folds(pool, 3, 0), pool, cfg, scored)
         return fitted.thresholds.models["tfidf_char"].threshold, score(oof, labels, scored)
 
     alone, alone_oof = tuned(read_training(real_titles / "dev.csv"))

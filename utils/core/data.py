@@ -98,7 +98,8 @@ def read_postings(path: str | Path, require_labels: bool = False, backend: str =
     """Read and validate a postings CSV; titles are decoded, `label_group` kept when present.
 
     Raises DataError naming the file, the column and the rows for: missing columns, duplicate
-    `posting_id`, malformed `image_phash`, empty titles, missing or non-integer labels.
+    `posting_id`, malformed `image_phash` (an empty one is unknown, kept as ""), empty titles, missing or
+    non-integer labels.
     `backend` parses with cuDF or pandas (see `read_text_csv`).
     """
     path = check_text_file(path, "postings CSV")
@@ -123,11 +124,11 @@ def read_postings(path: str | Path, require_labels: bool = False, backend: str =
             raise DataError(f"{path}: column '{col}' is empty in {_rows(empty)}")
 
     phash = df["image_phash"].str.strip().str.lower()
-    bad = ~phash.str.match(_PHASH)
+    bad = ~phash.str.match(_PHASH) & (phash != "")  # empty: unknown (a source without hashes), not malformed
     if bad.any():
         examples = list(df.loc[bad, "image_phash"].head(3))
         raise DataError(
-            f"{path}: column 'image_phash' must be 16 hex digits (64-bit pHash); "
+            f"{path}: column 'image_phash' must be 16 hex digits (64-bit pHash) or empty (unknown); "
             f"bad values {examples} in {_rows(bad)}"
         )
     df["image_phash"] = phash
@@ -268,13 +269,16 @@ def scored_rows(df: pd.DataFrame) -> np.ndarray:
     return np.flatnonzero(~distractor_mask(df))
 
 
-def distractor_count(setting: int | str, n_train: int, n_test: int) -> int:
-    """How many test postings join the training pool: "auto" fills it to the test split's size (none when
-    the test split is not larger), a number is taken as given (at most every test row)."""
+def distractor_count(setting: int | str, n_train: int, n_test: int, n_available: int | None = None,
+                     source: str = "test rows") -> int:
+    """How many distractors join the training pool: "auto" fills it to the test split's size (none when the
+    test split is not larger; at most the `n_available` rows of their source, by default the test rows), a
+    number is taken as given (at most every row of the source)."""
+    available = n_test if n_available is None else n_available
     if setting == "auto":
-        return max(0, n_test - n_train)
-    if isinstance(setting, bool) or not isinstance(setting, int) or not 0 <= setting <= n_test:
-        raise DataError(f"distractors must be 'auto' or a whole number from 0 to the {n_test:,} test rows, "
+        return min(available, max(0, n_test - n_train))
+    if isinstance(setting, bool) or not isinstance(setting, int) or not 0 <= setting <= available:
+        raise DataError(f"distractors must be 'auto' or a whole number from 0 to the {available:,} {source}, "
                         f"got {setting!r}")
     return setting
 
@@ -288,30 +292,38 @@ def distinct_postings(train: pd.DataFrame, test: pd.DataFrame, why: str) -> None
 
 
 def read_training(train_csv: str | Path, test_csv: str | Path = "", distractors: int | str = 0,
-                  test_images: str | Path = "", seed: int = 0, backend: str = "auto") -> pd.DataFrame:
-    """The labelled training postings, then `distractors` test postings (sampled with `seed`) as known non-matches.
+                  test_images: str | Path = "", seed: int = 0, backend: str = "auto",
+                  distractors_csv: str | Path = "") -> pd.DataFrame:
+    """The labelled training postings, then `distractors` test postings (sampled with `seed`) as known non-matches,
+    or, with `distractors_csv`, rows of that file: real postings known to match no training or test posting
+    (e.g. the real-titles judge's single postings), so no test posting is needed to set the density.
 
     Test postings match no training posting when train and test hold disjoint label groups (Kaggle's split,
     and the real-titles files). In the training pool they give each train row as many look-alikes as a test
     row meets (`"auto"`: the pool gets the test split's size), so thresholds and the stacker are fitted at the
     test split's density. Each distractor gets a label of its own and `distractor` True: it is searched and
     featurised, never trained, tuned on or scored, and a pair of two distractors has no known target. Their
-    own `label_group`, if the file has one, is never read. With `test_images` a distractor's `image` becomes
-    the absolute path of its file there, which the train images folder joins unchanged.
+    own `label_group`, if the file has one, is never read. With `test_images` a test posting's `image` becomes
+    the absolute path of its file there, which the train images folder joins unchanged (a `distractors_csv`
+    row's image is read from the train images folder).
     """
     train = read_postings(train_csv, require_labels=True, backend=backend)
     if distractors == 0:
         return train
     if not test_csv:
-        raise DataError("distractors are drawn from the test postings, and no test_csv is set")
+        raise DataError("distractors fill the training pool to the test split's size, and no test_csv is set")
     test = read_postings(test_csv, backend=backend).drop(columns=LABEL_COLUMN, errors="ignore")
-    n = distractor_count(distractors, len(train), len(test))
+    source = read_postings(distractors_csv, backend=backend).drop(columns=LABEL_COLUMN, errors="ignore") \
+        if distractors_csv else test
+    what = f"rows of {distractors_csv}" if distractors_csv else "test rows"
+    n = distractor_count(distractors, len(train), len(test), len(source), what)
     if n == 0:
         return train
-    distinct_postings(train, test, f"{test_csv}: test postings cannot be distractors")
-    picked = np.sort(np.random.default_rng(seed).choice(len(test), size=n, replace=False))
-    extra = test.iloc[picked].reset_index(drop=True)
-    if test_images:
+    distinct_postings(train, source, f"{distractors_csv or test_csv}: postings of the training set cannot be "
+                                     "distractors")
+    picked = np.sort(np.random.default_rng(seed).choice(len(source), size=n, replace=False))
+    extra = source.iloc[picked].reset_index(drop=True)
+    if test_images and not distractors_csv:
         folder = Path(test_images).resolve()
         extra["image"] = [str(folder / name) for name in extra["image"]]
     start = int(train[LABEL_COLUMN].max()) + 1
@@ -323,8 +335,13 @@ def read_training(train_csv: str | Path, test_csv: str | Path = "", distractors:
     return pool[[*train.columns, DISTRACTOR_COLUMN]]
 
 
-def read_labels(path: str | Path, posting_ids: np.ndarray) -> np.ndarray:
-    """`label_group` of `posting_ids` from a labelled CSV (e.g. a test solution), in their order."""
+USAGE_COLUMN = "Usage"  # Kaggle's solution-file column; rows marked "Ignored" are searched but not scored
+
+
+def read_truth(path: str | Path, posting_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`label_group` of `posting_ids` from a labelled CSV (e.g. a test solution), in their order, and the
+    indices of the rows to score: all of them, or, when the file has Kaggle's `Usage` column, those not
+    marked "Ignored" (look-alike postings that a judge searches among but does not score)."""
     path = check_text_file(path, "labels CSV")
     try:
         truth = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -334,8 +351,18 @@ def read_labels(path: str | Path, posting_ids: np.ndarray) -> np.ndarray:
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(truth.columns)}")
     truth[LABEL_COLUMN] = parse_labels(truth[LABEL_COLUMN], path)
-    truth = truth.drop_duplicates("posting_id").set_index("posting_id")[LABEL_COLUMN]
+    truth = truth.drop_duplicates("posting_id").set_index("posting_id")
     absent = [p for p in posting_ids if p not in truth.index]
     if absent:
         raise DataError(f"{path}: no '{LABEL_COLUMN}' for {len(absent)} posting(s), e.g. {absent[:5]}")
-    return truth.loc[list(posting_ids)].to_numpy()
+    rows = truth.loc[list(posting_ids)]
+    ignored = (rows[USAGE_COLUMN].str.strip().str.lower() == "ignored").to_numpy() if USAGE_COLUMN in rows \
+        else np.zeros(len(rows), dtype=bool)
+    if ignored.all():
+        raise DataError(f"{path}: every row is marked Ignored in '{USAGE_COLUMN}': nothing to score")
+    return rows[LABEL_COLUMN].to_numpy(), np.flatnonzero(~ignored)
+
+
+def read_labels(path: str | Path, posting_ids: np.ndarray) -> np.ndarray:
+    """`label_group` of `posting_ids` from a labelled CSV, in their order (see `read_truth`)."""
+    return read_truth(path, posting_ids)[0]

@@ -1,5 +1,6 @@
 """Command line scorer: `python -m utils.score --data CSV --submission CSV` prints a JSON object; with
-`--baseline CSV` also the F1 difference to that submission and its 95% interval (label groups resampled)."""
+`--baseline CSV` also the F1 difference to that submission and its 95% interval (label groups resampled).
+Rows marked "Ignored" in a `Usage` column (Kaggle's solution files, the real-titles judge) are not scored."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import json
 import sys
 
-from .data import DataError, read_postings
+from .data import DataError, read_postings, read_truth
 from .metric import bootstrap_difference, row_scores, score
 from .submission import read_submission
 
@@ -19,18 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", help="a second submission: report F1(submission) - F1(baseline) with its interval")
     args = ap.parse_args(argv)
     try:
-        df = read_postings(args.data, require_labels=True)
-        matches = read_submission(args.submission, df["posting_id"].to_numpy())
-        base = read_submission(args.baseline, df["posting_id"].to_numpy()) if args.baseline else None
+        ids = read_postings(args.data, require_labels=True)["posting_id"].to_numpy()
+        labels, scored = read_truth(args.data, ids)
+        matches = read_submission(args.submission, ids)
+        base = read_submission(args.baseline, ids) if args.baseline else None
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    labels = df["label_group"].to_numpy()
-    result = score(matches, labels).as_dict()
+    result = score(matches, labels, scored).as_dict()
     if base is not None:
-        result["baseline_f1"] = score(base, labels).f1
-        result["difference"] = bootstrap_difference(row_scores(matches, labels)[0], row_scores(base, labels)[0],
-                                                    labels)
+        result["baseline_f1"] = score(base, labels, scored).f1
+        result["difference"] = bootstrap_difference(row_scores(matches, labels)[0][scored],
+                                                    row_scores(base, labels)[0][scored], labels[scored])
     print(json.dumps(result))
     return 0
 

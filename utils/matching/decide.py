@@ -31,7 +31,7 @@ class Thresholds:
     """Everything `04_postprocess` tunes, written once to thresholds.json and read by later stages."""
 
     models: dict[str, ModelThreshold]
-    phash_exact: bool = True
+    phash_exact: bool = True  # union with the exact-key matches (identical pHash, and image file when configured)
     phash_max_group: int = 50
     extra: dict = field(default_factory=dict)
 
@@ -87,16 +87,22 @@ def ranked(scores: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return indices, values
 
 
-def phash_matches(phash: np.ndarray | pd.Series, max_group: int = 50) -> sp.csr_matrix:
-    """Pairs of rows with the identical pHash; hashes shared by more than `max_group` rows are ignored
-    (a stock photo reused by many sellers says nothing about the product)."""
-    codes, uniq = pd.factorize(pd.Series(phash))
-    n = len(codes)
-    sizes = np.bincount(codes)
-    ok = sizes[codes] <= max_group
-    onehot = sp.csr_matrix((np.ones(ok.sum(), dtype=np.float32), (np.flatnonzero(ok), codes[ok])),
-                           shape=(n, len(uniq)))
-    return (onehot @ onehot.T).tocsr()
+def exact_matches(keys: np.ndarray | pd.Series | list, max_group: int = 50) -> sp.csr_matrix:
+    """Pairs of rows that share a key (an identical pHash, or image file: the same photo); `keys` is one array
+    or a list of them (a pair shares any). An empty key is unknown and matches nothing; a key shared by more
+    than `max_group` rows is ignored (a stock photo reused by many sellers says nothing about the product)."""
+    columns = keys if isinstance(keys, list) else [keys]
+    out = None
+    for column in columns:
+        codes, uniq = pd.factorize(pd.Series(np.asarray(column, dtype=object)))
+        n = len(codes)
+        sizes = np.bincount(codes, minlength=len(uniq))
+        ok = (sizes[codes] <= max_group) & (uniq.to_numpy()[codes] != "")
+        onehot = sp.csr_matrix((np.ones(ok.sum(), dtype=np.float32), (np.flatnonzero(ok), codes[ok])),
+                               shape=(n, len(uniq)))
+        part = (onehot @ onehot.T).tocsr()
+        out = part if out is None else out.maximum(part)
+    return out.tocsr()
 
 
 def union(parts: list[sp.csr_matrix]) -> sp.csr_matrix:
@@ -124,14 +130,14 @@ def cap(scores: sp.csr_matrix, max_matches: int = 50) -> sp.csr_matrix:
 
 
 def combine(neigh: dict[str, tuple[np.ndarray, np.ndarray]], th: Thresholds,
-            phash: np.ndarray | None = None, max_matches: int = 50) -> sp.csr_matrix:
+            exact: np.ndarray | list | None = None, max_matches: int = 50) -> sp.csr_matrix:
     """Apply the tuned thresholds of every model in `th`: the union of their matches, capped."""
     missing = set(th.models) - set(neigh)
     if missing:
         raise KeyError(f"thresholds name model(s) {sorted(missing)} with no neighbours file")
     parts = [model_matches(*neigh[m], t) for m, t in th.models.items()]
-    if th.phash_exact and phash is not None:
-        parts.append(phash_matches(phash, th.phash_max_group))
+    if th.phash_exact and exact is not None:
+        parts.append(exact_matches(exact, th.phash_max_group))
     return cap(union(parts), max_matches)
 
 
@@ -242,7 +248,7 @@ class PairSpace:
 
 
 def tune_union(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, start: Thresholds,
-               phash: np.ndarray | None = None, rows: np.ndarray | None = None, span: float = 0.15,
+               exact: np.ndarray | list | None = None, rows: np.ndarray | None = None, span: float = 0.15,
                step: float = 0.01, passes: int = 2, fp_weight: float = 1.0) -> Thresholds:
     """Coordinate ascent on the union's F1 over `rows`, moving one model's threshold at a time.
 
@@ -251,7 +257,7 @@ def tune_union(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarr
     """
     th = Thresholds({m: ModelThreshold(**asdict(t)) for m, t in start.models.items()}, start.phash_exact,
                     start.phash_max_group, dict(start.extra))
-    fixed = [phash_matches(phash, th.phash_max_group)] if (th.phash_exact and phash is not None) else []
+    fixed = [exact_matches(exact, th.phash_max_group)] if (th.phash_exact and exact is not None) else []
     space = PairSpace({m: neigh[m] for m in th.models}, labels, fixed, rows, fp_weight)
     current = {m: space.matched(m, t) for m, t in th.models.items()}
     best_f1 = space.f1(np.logical_or.reduce([space.fixed, *current.values()]))
@@ -271,14 +277,14 @@ def tune_union(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarr
     return th
 
 
-def tune(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, phash: np.ndarray | None = None,
+def tune(neigh: dict[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, exact: np.ndarray | list | None = None,
          rows: np.ndarray | None = None, min2: bool = True, phash_exact: bool = True,
          joint: bool = True, fp_weight: float = 1.0) -> Thresholds:
     """Full baseline tuning on `rows`: each model alone, then (optionally) jointly for the union;
     `fp_weight` > 1 tunes for a test split that many times as large (see `metric.row_scores`)."""
     th = Thresholds({m: tune_model(i, s, labels, rows, min2=min2, fp_weight=fp_weight) for m, (i, s) in neigh.items()},
                     phash_exact)
-    return tune_union(neigh, labels, th, phash, rows, fp_weight=fp_weight) if joint else th
+    return tune_union(neigh, labels, th, exact, rows, fp_weight=fp_weight) if joint else th
 
 
 @dataclass

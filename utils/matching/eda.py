@@ -18,9 +18,10 @@ from utils.core.text import extract_quantities, tokens  # noqa: E402
 
 
 def phash_collisions(df: pd.DataFrame) -> dict[str, float]:
-    """Pairs of rows with the same pHash, within one label group and across groups."""
+    """Pairs of rows with the same pHash, within one label group and across groups (unknown pHashes left out)."""
     pairs_within = pairs_across = 0
-    for _, g in df.groupby("image_phash"):
+    known = df[df["image_phash"] != ""]
+    for _, g in known.groupby("image_phash"):
         if len(g) < 2:
             continue
         counts = g["label_group"].value_counts().to_numpy() if "label_group" in g else np.array([len(g)])
@@ -28,7 +29,7 @@ def phash_collisions(df: pd.DataFrame) -> dict[str, float]:
         within = int((counts * (counts - 1) // 2).sum())
         pairs_within += within
         pairs_across += total - within
-    shared = df["image_phash"].duplicated(keep=False)
+    shared = known["image_phash"].duplicated(keep=False).reindex(df.index, fill_value=False)
     return {"phash_pairs_within_group": pairs_within, "phash_pairs_across_groups": pairs_across,
             "rows_sharing_phash": float(shared.mean())}
 

@@ -66,16 +66,26 @@ def sentence_transformer(titles: pd.Series, model_dir: str | None = None, batch_
                         show_progress_bar=False).astype(np.float32)
 
 
+def phash_known(phash_hex: pd.Series | np.ndarray) -> np.ndarray:
+    """True where the row has a pHash; an empty one is unknown (a source without hashes)."""
+    return np.array([bool(h) for h in phash_hex], dtype=bool)
+
+
 def phash_ints(phash_hex: pd.Series | np.ndarray) -> np.ndarray:
-    """pHash hex strings as unsigned 64-bit integers."""
-    return np.array([int(h, 16) for h in phash_hex], dtype=np.uint64)
+    """pHash hex strings as unsigned 64-bit integers; an unknown (empty) pHash is 0 (see `phash_known`)."""
+    return np.array([int(h, 16) if h else 0 for h in phash_hex], dtype=np.uint64)
 
 
 def phash_bits(phash_hex: pd.Series) -> np.ndarray:
-    """pHash as 64 signed bits scaled to unit length: cosine = 1 - 2 * hamming / 64."""
+    """pHash as 64 signed bits scaled to unit length: cosine = 1 - 2 * hamming / 64. A row without a pHash is
+    a zero row (cosine 0 with every row: below any tuned threshold); a file with no pHash at all is an error."""
+    known = phash_known(phash_hex)
+    if not known.any():
+        raise ValueError("the phash model needs image_phash, and no row of this file has one: remove 'phash' from "
+                         "the models of 02_embed, 04_postprocess and 05_stacker")
     ints = phash_ints(phash_hex)
     bits = ((ints[:, None] >> np.arange(63, -1, -1, dtype=np.uint64)) & np.uint64(1)).astype(np.float32)
-    return (bits * 2 - 1) / 8.0
+    return np.where(known[:, None], (bits * 2 - 1) / 8.0, 0.0).astype(np.float32)
 
 
 # name -> function(frame, **params) -> embedding. Later model families register here.

@@ -1,6 +1,7 @@
 """The post-processing toolbox as one configurable recipe, fitted on train rows and applied to any
 split: blending (INB / QE), similarity fusion, unit and attribute rules, thresholds with min2,
-union with exact pHash, chisel, cap 50. `ablation` measures each step added in turn, out of fold."""
+union with exact pHash (and the same image file), chisel, cap 50. `ablation` measures each step added in turn,
+out of fold."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class PostConfig:
     models: list[str]
     min2: bool = True
     phash_exact: bool = True
+    image_exact: bool = False  # add rows with the same image file name (the same photo)
     joint: bool = True  # tune the union's thresholds jointly
     inb: dict | None = None  # neighbourhood blending, e.g. {"rounds": 1, "threshold": 0.5, "models": ["text"]}
     qe: dict | None = None  # alpha query expansion / DBA, e.g. {"k": 3, "alpha": 3.0} (alpha 0 = DBA)
@@ -132,8 +134,17 @@ def _with_rules(neigh: Neigh, status: dict, rules: list[Rule]) -> Neigh:
     return {m: apply_rules(i, s, status[m], active) for m, (i, s) in neigh.items()}
 
 
-def _matches(neigh: Neigh, phash, fitted: Fitted, train_labels: np.ndarray, status: dict) -> sp.csr_matrix:
-    combined = matching.combine(_with_rules(neigh, status, fitted.rules), fitted.thresholds, phash)
+def exact_keys(postings: pd.DataFrame | None, cfg: PostConfig) -> list[np.ndarray] | None:
+    """The keys whose equality is a match in this recipe: the pHash (`phash_exact`; an empty one is unknown)
+    and the image file name (`image_exact`: the same photo); None when neither is on or there are no postings."""
+    if postings is None:
+        return None
+    keys = [postings[c].to_numpy() for c, on in (("image_phash", cfg.phash_exact), ("image", cfg.image_exact)) if on]
+    return keys or None
+
+
+def _matches(neigh: Neigh, exact, fitted: Fitted, train_labels: np.ndarray, status: dict) -> sp.csr_matrix:
+    combined = matching.combine(_with_rules(neigh, status, fitted.rules), fitted.thresholds, exact)
     m = combined if fitted.closure is None else matching.close(combined, fitted.closure)
     return m if fitted.chisel_slack is None else chisel(m, train_labels, fitted.chisel_slack)
 
@@ -143,26 +154,27 @@ def _f1(m: sp.csr_matrix, labels: np.ndarray, rows: np.ndarray | None, fp_weight
     return float(f1.mean() if rows is None else f1[rows].mean())
 
 
-def fit(neigh: Neigh, titles_status: dict, labels: np.ndarray, phash, cfg: PostConfig,
+def fit(neigh: Neigh, titles_status: dict, labels: np.ndarray, postings: pd.DataFrame | None, cfg: PostConfig,
         rows: np.ndarray | None = None) -> Fitted:
-    """Tune rule deltas, thresholds, the closure threshold and the chisel slack on `rows` of the training split."""
-    phash = phash if cfg.phash_exact else None
+    """Tune rule deltas, thresholds, the closure threshold and the chisel slack on `rows` of the training split
+    (`postings`, the split's frame, gives the exact-match keys; None: none)."""
+    exact = exact_keys(postings, cfg)
     rules = [replace(r) for r in DEFAULT_RULES]
     if cfg.units:
         rules[0].delta = 1.0
-    tune = {"min2": cfg.min2, "phash_exact": cfg.phash_exact, "joint": False, "fp_weight": cfg.fp_weight}
-    fitted = Fitted(matching.tune(_with_rules(neigh, titles_status, rules), labels, phash, rows, **tune), rules)
+    tune = {"min2": cfg.min2, "phash_exact": exact is not None, "joint": False, "fp_weight": cfg.fp_weight}
+    fitted = Fitted(matching.tune(_with_rules(neigh, titles_status, rules), labels, exact, rows, **tune), rules)
     if cfg.rules:
         for rule in rules[1:]:
             scores = []
             for d in RULE_GRID:
                 rule.delta = d
-                scores.append(_f1(_matches(neigh, phash, fitted, labels, titles_status), labels, rows, cfg.fp_weight))
+                scores.append(_f1(_matches(neigh, exact, fitted, labels, titles_status), labels, rows, cfg.fp_weight))
             rule.delta = RULE_GRID[int(np.argmax(scores))]
     adjusted = _with_rules(neigh, titles_status, rules)
-    fitted.thresholds = matching.tune(adjusted, labels, phash, rows, **{**tune, "joint": cfg.joint})
+    fitted.thresholds = matching.tune(adjusted, labels, exact, rows, **{**tune, "joint": cfg.joint})
     if cfg.closure:  # the best closure threshold (components up to the largest train group), kept if it helps
-        combined = matching.combine(_with_rules(neigh, titles_status, rules), fitted.thresholds, phash)
+        combined = matching.combine(_with_rules(neigh, titles_status, rules), fitted.thresholds, exact)
         tried = [matching.Closure(float(c), matching.largest_group(labels, rows)) for c in matching.DEFAULT_GRID]
         scores = [_f1(matching.close(combined, c), labels, rows, cfg.fp_weight) for c in tried]
         best = int(np.argmax(scores))
@@ -171,15 +183,15 @@ def fit(neigh: Neigh, titles_status: dict, labels: np.ndarray, phash, cfg: PostC
         scores = []
         for slack in CHISEL_GRID:
             fitted.chisel_slack = slack
-            scores.append(_f1(_matches(neigh, phash, fitted, labels, titles_status), labels, rows, cfg.fp_weight))
+            scores.append(_f1(_matches(neigh, exact, fitted, labels, titles_status), labels, rows, cfg.fp_weight))
         fitted.chisel_slack = CHISEL_GRID[int(np.argmax(scores))]
     return fitted
 
 
-def apply(neigh: Neigh, status: dict, phash, fitted: Fitted, train_labels: np.ndarray,
+def apply(neigh: Neigh, status: dict, postings: pd.DataFrame | None, fitted: Fitted, train_labels: np.ndarray,
           cfg: PostConfig) -> sp.csr_matrix:
     """Matches of a split (capped at 50, valued by similarity) under fitted settings."""
-    return _matches(neigh, phash if cfg.phash_exact else None, fitted, train_labels, status)
+    return _matches(neigh, exact_keys(postings, cfg), fitted, train_labels, status)
 
 
 def statuses(neigh: Neigh, attrs: dict, cfg: PostConfig) -> dict:
@@ -195,7 +207,7 @@ def _scored_mask(n: int, scored: np.ndarray | None) -> np.ndarray:
     return mask
 
 
-def out_of_fold(neigh: Neigh, status: dict, labels: np.ndarray, folds: np.ndarray, phash,
+def out_of_fold(neigh: Neigh, status: dict, labels: np.ndarray, folds: np.ndarray, postings: pd.DataFrame | None,
                 cfg: PostConfig, scored: np.ndarray | None = None) -> sp.csr_matrix:
     """Out-of-fold matches: each fold's rows matched by settings fitted on the other folds' `scored` rows
     (default all; a training pool's distractors are matched, never tuned on)."""
@@ -203,9 +215,9 @@ def out_of_fold(neigh: Neigh, status: dict, labels: np.ndarray, folds: np.ndarra
     tunable = _scored_mask(len(labels), scored)
     for k in np.unique(folds):
         rows = np.flatnonzero((folds != k) & tunable)
-        fitted = fit(neigh, status, labels, phash, cfg, rows=rows)
+        fitted = fit(neigh, status, labels, postings, cfg, rows=rows)
         held = sp.diags((folds == k).astype(np.float64))
-        out = out + held @ apply(neigh, status, phash, fitted, labels[rows], cfg)
+        out = out + held @ apply(neigh, status, postings, fitted, labels[rows], cfg)
     return out.tocsr()
 
 
@@ -216,6 +228,9 @@ def ablation_steps(final: PostConfig, best_single: str) -> list[tuple[str, PostC
     steps = [("best single model, threshold", base), ("+ min2", replace(base, min2=True))]
     cur = replace(base, models=list(final.models), min2=final.min2, phash_exact=final.phash_exact, joint=final.joint)
     steps.append(("+ union of models" + (" + pHash" if final.phash_exact else ""), cur))
+    if final.image_exact:
+        cur = replace(cur, image_exact=True)
+        steps.append(("+ same image file", cur))
     for name, change in (("+ INB", {"inb": final.inb}), ("+ query expansion", {"qe": final.qe}),
                          (f"+ fusion ({final.fusion})", {"fusion": final.fusion, "fusion_models": final.fusion_models}),
                          ("+ unit check", {"units": final.units}),
@@ -232,7 +247,8 @@ def selection_column(table: pd.DataFrame) -> str:
     return "f1_test_size" if "f1_test_size" in table else "f1"
 
 
-def ablation(embeddings: dict, neigh: Neigh, attrs: dict, labels: np.ndarray, folds: np.ndarray, phash,
+def ablation(embeddings: dict, neigh: Neigh, attrs: dict, labels: np.ndarray, folds: np.ndarray,
+             postings: pd.DataFrame | None,
              final: PostConfig, backend: str = "auto", scored: np.ndarray | None = None) -> pd.DataFrame:
     """Out-of-fold F1 / precision / recall of each step added in turn (seed 002's results table), and with
     `final.fp_weight` != 1 the F1 expected on the larger test split (`f1_test_size`), which picks the recipe.
@@ -243,7 +259,7 @@ def ablation(embeddings: dict, neigh: Neigh, attrs: dict, labels: np.ndarray, fo
     rows = []
     for name, cfg in ablation_steps(final, best_single):
         prepared = prepare(embeddings, neigh, cfg, backend)
-        oof = out_of_fold(prepared, statuses(prepared, attrs, cfg), labels, folds, phash, cfg, scored)
+        oof = out_of_fold(prepared, statuses(prepared, attrs, cfg), labels, folds, postings, cfg, scored)
         s = score(oof, labels, scored)
         rows.append({"step": name, "f1": s.f1, "precision": s.precision, "recall": s.recall})
         if final.fp_weight != 1.0:

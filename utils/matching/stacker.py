@@ -20,7 +20,7 @@ from utils.core.progress import progress
 from utils.core.text import tokens
 
 from .decide import ranked
-from .embed import phash_ints
+from .embed import phash_ints, phash_known
 from .fusion import candidate_pairs, pair_similarity
 from .rules import attribute_status, brand, extract_attributes
 
@@ -67,9 +67,11 @@ def _take(values: np.ndarray, rows: np.ndarray, pos: np.ndarray, missing: float)
     return np.where(pos >= 0, values[rows, np.maximum(pos, 0)], missing).astype(np.float32)
 
 
-def _hamming(ints: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def _hamming(ints: np.ndarray, known: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """pHash Hamming distance of each pair; NaN where either row has no pHash (the booster's missing value)."""
     x = ints[rows] ^ ints[cols]
-    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.float32)
+    dist = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.float32)
+    return np.where(known[rows] & known[cols], dist, np.float32(np.nan))
 
 
 def _top_graph(neigh: Neigh, n: int, top: int = 5) -> sp.csr_matrix:
@@ -90,8 +92,11 @@ class PairFeatures:
     """
 
     def __init__(self, neigh: Neigh, df: pd.DataFrame, embeddings: dict | None = None,
-                 thresholds: dict[str, float] | None = None, image_sizes: np.ndarray | None = None):
+                 thresholds: dict[str, float] | None = None, image_sizes: np.ndarray | None = None,
+                 same_image: bool = False):
         self.neigh, self.n = neigh, len(df)
+        # the image file's name (a distractor's image may be a path): the same name is the same photo
+        self.image = pd.factorize(df["image"].str.rsplit("/", n=1).str[-1])[0] if same_image else None
         self.embeddings = embeddings or {}
         thresholds = thresholds or {}
         self.rows_stats = {}
@@ -102,7 +107,7 @@ class PairFeatures:
                 "std": sims[:, 1:].std(axis=1) + 1e-6, "kth": sims[:, min(KTH, k - 1)],
                 "above": (sims[:, 1:] >= thresholds.get(m, 0.5)).sum(axis=1).astype(np.float32)}
         titles = df["title"]
-        self.phash = phash_ints(df["image_phash"])
+        self.phash, self.phash_known = phash_ints(df["image_phash"]), phash_known(df["image_phash"])
         self.tokens = _word_sets(titles, tokens)  # binary rows: a pair's shared words are a row-wise product
         self.numbers = _word_sets(titles, _NUM.findall)
         self.n_tokens = np.asarray(self.tokens.sum(axis=1)).ravel().astype(np.float32)
@@ -137,7 +142,9 @@ class PairFeatures:
             feats[f"{m}_z"] = (sim - st["mean"][rows]) / st["std"][rows]
             feats[f"{m}_n_above_i"] = st["above"][rows]
             feats[f"{m}_n_above_j"] = st["above"][cols]
-        feats["phash_hamming"] = _hamming(self.phash, rows, cols)
+        feats["phash_hamming"] = _hamming(self.phash, self.phash_known, rows, cols)
+        if self.image is not None:
+            feats["same_image"] = (self.image[rows] == self.image[cols]).astype(np.float32)
         feats.update(self._titles(rows, cols))
         feats["unit_mismatch"] = attribute_status("quantity", self.quantities, rows, cols)[0].astype(np.float32)
         feats["common_neighbours"] = np.asarray(

@@ -70,11 +70,19 @@ class TrainParams(RunParams):
                                                                              "lr": 3e-3}})
     cv: list[str] = field(default_factory=list)
     seed: int = 0
+    negatives: bool = False
+    test_csv: str = "inputs/demo/test.csv"
+    distractors: int | str = 0
+    distractors_csv: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.cv) - set(self.models))
         if unknown:
             raise ConfigError(f"cv names {unknown}, which are not in models {sorted(self.models)}")
+        _distractors(self.distractors)
+        if self.negatives and self.distractors == 0:
+            raise ConfigError("negatives trains on the training pool's distractors; set distractors (auto or a "
+                              "number) under params")
 
 
 @dataclass
@@ -91,6 +99,7 @@ class EmbedParams(RunParams):
     amp: bool = True
     fold_test: bool = False
     distractors: int | str = 0
+    distractors_csv: str = ""
 
     def __post_init__(self) -> None:
         _distractors(self.distractors)
@@ -151,6 +160,7 @@ class PostprocessParams(RunParams):
     models: list[str] = field(default_factory=lambda: ["tfidf_word", "tfidf_char", "wordllama", "phash"])
     min2: bool = _POST["min2"]
     phash_exact: bool = _POST["phash_exact"]
+    image_exact: bool = _POST["image_exact"]
     joint: bool = _POST["joint"]
     inb: InbParams | None = None
     qe: QeParams | None = None
@@ -167,6 +177,7 @@ class PostprocessParams(RunParams):
     knn_backend: str = "auto"
     seed: int = 0
     distractors: int | str = 0
+    distractors_csv: str = ""
 
     def __post_init__(self) -> None:
         _distractors(self.distractors)
@@ -201,7 +212,9 @@ class StackerParams(RunParams):
     max_train_pairs: int | None = _STACK["max_train_pairs"]
     second_stage: bool | str = "auto"
     closure: bool | str = "auto"
+    same_image: bool = False
     distractors: int | str = 0
+    distractors_csv: str = ""
     validation: str = "pooled"
 
     def __post_init__(self) -> None:

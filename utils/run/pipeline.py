@@ -36,10 +36,12 @@ from .stages import NAMES, markdown_table, stage
 
 TOP_KEYS = ("run", "data", "params", "stages", "kaggle")
 # data keys that are paths (resolved against the project root) and passed to the stages declaring them
-PATH_KEYS = ("train_csv", "test_csv", "test_labels_csv", "train_images", "test_images", "reference_csv")
+PATH_KEYS = ("train_csv", "test_csv", "test_labels_csv", "train_images", "test_images", "reference_csv",
+             "distractors_csv")
 DATA_KEYS = (*PATH_KEYS, "images", "generate", "public_test")
-# paths a stage may run without ("" then): labels for scoring, the EDA's reference, images of a text-only set
-OPTIONAL_PATHS = ("test_labels_csv", "reference_csv", "train_images", "test_images")
+# paths a stage may run without ("" then): labels for scoring, the EDA's reference, images of a text-only set,
+# real distractors (without them the distractors are test postings)
+OPTIONAL_PATHS = ("test_labels_csv", "reference_csv", "train_images", "test_images", "distractors_csv")
 STAGING = ".staging"
 
 

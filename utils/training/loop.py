@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from utils.core.data import assign_folds
+from utils.core.data import assign_folds, scored_rows
 from utils.core.progress import progress
 from utils.core.schedule import warmup_scheduler
 from utils.core.store import ArtifactName, RunStore, checkpoint_set
@@ -149,10 +149,11 @@ def encode(encoder: nn.Module, df: pd.DataFrame, images_dir: str | Path | None, 
 
 
 def evaluate(encoder: nn.Module, df: pd.DataFrame, images_dir, cfg: TrainConfig) -> tuple[float, float]:
-    """Best-threshold F1 of the encoder on `df` (rows matched among themselves) and that threshold."""
+    """Best-threshold F1 of the encoder on `df` (rows matched among themselves; a training pool's distractors
+    are searched, never scored) and that threshold."""
     X = encode(encoder, df, images_dir, cfg.image_size, device=cfg.device, desc="validate", amp=cfg.amp)
     idx, sims, _ = neighbours(X, k=min(50, len(df)), backend="auto")
-    curve = f1_curve(idx, sims, df["label_group"].to_numpy())
+    curve = f1_curve(idx, sims, df["label_group"].to_numpy(), rows=scored_rows(df))
     best = int(np.argmax(curve))
     return float(curve[best]), float(DEFAULT_GRID[best])
 
@@ -172,7 +173,9 @@ def _loader(train_df: pd.DataFrame, labels: np.ndarray, images_dir, tf, cfg: Tra
 
 
 def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_dir: str | Path) -> dict:
-    """Train one encoder; writes `best.pt` (and `last.pt`) under `out_dir`; returns the history."""
+    """Train one encoder; writes `best.pt` (and `last.pt`) under `out_dir`; returns the history. A training
+    pool's distractors (`utils.core.data.read_training`) train as classes of their own: real look-alikes that
+    the loss pushes every group away from (hard negatives), held out by fold like any row."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # noqa: NPY002 - pytorch-metric-learning's sampler draws from numpy's global RNG
     out_dir = Path(out_dir)
