@@ -129,6 +129,7 @@ def test_same_image_pair_feature():
     assert feats["same_image"].tolist() == [1.0, 0.0, 0.0]
     assert np.isnan(feats["phash_hamming"][0]) and feats["phash_hamming"].tolist()[2] == 0.0
     assert "same_image" not in st.PairFeatures(neigh, df)(np.array([0]), np.array([1]))
+    assert "phash_hamming" not in st.PairFeatures(neigh, df, phash=False)(np.array([0]), np.array([1]))
 
 
 def test_compare_scores_runs_against_the_first(tmp_path, capsys):

@@ -9,6 +9,7 @@ import papermill as pm
 import pytest
 import yaml
 
+from utils.core import judge
 from utils.core.paths import CONFIGS, NOTEBOOKS
 from utils.core.score import main as score_main
 from utils.run import pipeline
@@ -142,9 +143,11 @@ def test_failing_cell_names_stage_cell_and_notebook(tiny_demo, tmp_path):
 
 
 def _real_titles_run(tmp_path, with_minilm: bool) -> tuple[float, float]:
+    """The real-titles recipe scored on the judge's validation set (test.csv is scored once, by make real-titles)."""
     cfg = pipeline.load_config(CONFIGS / "real-titles.yaml")
     cfg["run"] = str(tmp_path / "rt")
-    if not with_minilm:  # the fine-tuned MiniLM is 9 of the config's 12 minutes on 2 cores
+    cfg["data"]["test_csv"] = cfg["data"]["test_labels_csv"] = str(judge.JudgeFiles(judge.EXTRA / "judge").validation)
+    if not with_minilm:  # the fine-tuned MiniLM is most of the config's minutes on 2 cores
         stages = cfg["stages"]
         del stages["01_train_arcface"]["models"]["minilm"]
         stages["01_train_arcface"]["cv"].remove("minilm")
@@ -152,20 +155,23 @@ def _real_titles_run(tmp_path, with_minilm: bool) -> tuple[float, float]:
         stages["05_stacker"]["models"].remove("minilm_arcface")
     rows = pipeline.run(cfg)
     assert [r["stage"] for r in rows] == STAGES
-    post = json.loads((tmp_path / "rt" / "04_postprocess" / "metrics.json").read_text())["test_f1"]
-    stacked = json.loads((tmp_path / "rt" / "05_stacker" / "metrics.json").read_text())["test_f1"]
-    return post, stacked
+    assert (tmp_path / "rt" / "submission.csv").read_text() == (
+        tmp_path / "rt" / "04_postprocess" / "submission.csv").read_text()  # the config's submission: 04's
+    post = json.loads((tmp_path / "rt" / "04_postprocess" / "metrics.json").read_text())
+    stacked = json.loads((tmp_path / "rt" / "05_stacker" / "metrics.json").read_text())
+    assert post["test_scored_rows"] == stacked["test_scored_rows"] == 1166  # the 3,290 singles are not scored
+    return post["test_f1"], stacked["test_f1"]
 
 
-def test_real_titles_config_without_minilm_reaches_target(real_titles, tmp_path):
+def test_real_titles_config_without_minilm_on_the_judge(real_titles, tmp_path):
     post, stacked = _real_titles_run(tmp_path, with_minilm=False)
-    assert post >= 0.86 and stacked >= 0.86  # issue 3's target for 04; the stacker stays above it
+    assert post >= 0.785 and stacked >= 0.75  # 04 does not use the trained models: measured 0.7942 with them
 
 
 @pytest.mark.slow
-def test_real_titles_config_reaches_target(real_titles, tmp_path):
+def test_real_titles_config_on_the_judge(real_titles, tmp_path):
     post, stacked = _real_titles_run(tmp_path, with_minilm=True)
-    assert post >= 0.86 and stacked >= 0.865  # measured 0.862 and 0.870
+    assert post >= 0.785 and stacked >= 0.765  # measured 0.7942 and 0.7769 (MiniLM 5 epochs)
 
 
 def test_missing_demo_data_is_generated(tmp_path):

@@ -147,3 +147,21 @@ def test_image_fit_on_tiny_demo(tiny_demo, tmp_path):
     np.testing.assert_allclose(one, two, atol=1e-6)
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="step")
+
+
+def test_pool_distractors_train_as_classes_of_their_own_and_are_never_scored(small_titles, tmp_path):
+    from utils.core.data import DISTRACTOR_COLUMN
+
+    singles = small_titles.drop_duplicates("label_group").head(20).assign(
+        posting_id=lambda d: "s_" + d["posting_id"], label_group=np.arange(10**9, 10**9 + 20))
+    pool = pd.concat([small_titles.assign(**{DISTRACTOR_COLUMN: False}), singles.assign(**{DISTRACTOR_COLUMN: True})],
+                     ignore_index=True)
+    cfg = TrainConfig(modality="text", epochs=1, batch_size=32, n_folds=3, embedding_size=16)
+    plain, negatives = fit(cfg, small_titles, None, tmp_path / "a"), fit(cfg, pool, None, tmp_path / "b")
+    assert negatives["classes"] > plain["classes"] and negatives["train_rows"] > plain["train_rows"]
+    # held-out F1 is over the labelled rows only: a distractor alone in its group would score a free 1.0
+    encoder, _ = load_encoder(tmp_path / "b" / "best.pt")
+    from utils.training.loop import evaluate
+
+    labelled = pool[~pool[DISTRACTOR_COLUMN]]
+    assert evaluate(encoder, pool, None, cfg)[0] <= evaluate(encoder, labelled, None, cfg)[0] + 1e-9

@@ -4,8 +4,8 @@ validation set at a realistic density (validation groups among real single posti
 `python -m utils.judge build` writes the files under `inputs/samples/shopee-real-titles-extra/judge/`;
 `python -m utils.judge check` rebuilds them in memory and fails if a committed file differs, so the split
 cannot drift; `python -m utils.judge compare RUN...` scores runs' 04 and 05 submissions on the validation set,
-each against the first run's with a label-group bootstrap interval. The validation file carries Kaggle's `Usage` column: its single postings are `Ignored`
-(look-alikes to search among, never scored), its group rows `Private`.
+each against the first run's with a label-group bootstrap interval. The validation file carries Kaggle's `Usage`
+column: its single postings are `Ignored` (look-alikes to search among, never scored), its group rows `Private`.
 """
 
 from __future__ import annotations

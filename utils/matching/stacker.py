@@ -93,8 +93,9 @@ class PairFeatures:
 
     def __init__(self, neigh: Neigh, df: pd.DataFrame, embeddings: dict | None = None,
                  thresholds: dict[str, float] | None = None, image_sizes: np.ndarray | None = None,
-                 same_image: bool = False):
+                 same_image: bool = False, phash: bool = True):
         self.neigh, self.n = neigh, len(df)
+        self.use_phash = phash  # False where the split predicted has no pHash: train without the feature too
         # the image file's name (a distractor's image may be a path): the same name is the same photo
         self.image = pd.factorize(df["image"].str.rsplit("/", n=1).str[-1])[0] if same_image else None
         self.embeddings = embeddings or {}
@@ -142,7 +143,8 @@ class PairFeatures:
             feats[f"{m}_z"] = (sim - st["mean"][rows]) / st["std"][rows]
             feats[f"{m}_n_above_i"] = st["above"][rows]
             feats[f"{m}_n_above_j"] = st["above"][cols]
-        feats["phash_hamming"] = _hamming(self.phash, self.phash_known, rows, cols)
+        if self.use_phash:
+            feats["phash_hamming"] = _hamming(self.phash, self.phash_known, rows, cols)
         if self.image is not None:
             feats["same_image"] = (self.image[rows] == self.image[cols]).astype(np.float32)
         feats.update(self._titles(rows, cols))

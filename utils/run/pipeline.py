@@ -25,7 +25,7 @@ import yaml
 
 from utils.core.data import DataError
 from utils.core.io import write_json
-from utils.core.paths import EMBED, ROOT, RUNS, STACKER, TRAIN
+from utils.core.paths import EMBED, POSTPROCESS, ROOT, RUNS, STACKER, TRAIN
 from utils.core.progress import ENV as PROGRESS_ENV
 from utils.core.store import STAMP, RunStore
 
@@ -34,7 +34,8 @@ from .cache import RunLocked, fingerprint, run_lock
 from .params import ConfigError
 from .stages import NAMES, markdown_table, stage
 
-TOP_KEYS = ("run", "data", "params", "stages", "kaggle")
+TOP_KEYS = ("run", "data", "params", "stages", "kaggle", "submission")
+SUBMITTING = (POSTPROCESS, STACKER)  # the stages that write a submission.csv
 # data keys that are paths (resolved against the project root) and passed to the stages declaring them
 PATH_KEYS = ("train_csv", "test_csv", "test_labels_csv", "train_images", "test_images", "reference_csv",
              "distractors_csv")
@@ -122,6 +123,10 @@ def validate_config(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where}: run must be a folder name (under outputs/runs/) or an absolute path, got {run!r}")
     _unknown(f"{where}: data", cfg["data"], DATA_KEYS)
     chain = [s for s in NAMES if s in cfg["stages"]]
+    chosen = cfg.get("submission")
+    if chosen is not None and chosen not in [s for s in SUBMITTING if s in chain]:
+        raise ConfigError(f"{where}: submission must name a stage of this config that writes one "
+                          f"{[s for s in SUBMITTING if s in chain]}, got {chosen!r}")
     fields = {s: set(schemas.SCHEMAS[s].__dataclass_fields__) for s in chain}
     for key in cfg.get("params") or {}:
         if not any(key in f for f in fields.values()):
@@ -340,7 +345,7 @@ def _run_chain(cfg: dict, chain: list[str], run_dir: Path, force: bool, verbose:
         seconds = time.perf_counter() - t0
         print(f"{prefix}: done in {seconds:.1f}s", flush=True)
         summary.append({"stage": name, "status": "ran", "seconds": round(seconds, 1), **_metric(run_dir, name)})
-    _publish_submission(run_dir, chain)
+    _publish_submission(run_dir, chain, cfg.get("submission"))
     return summary
 
 
@@ -349,10 +354,11 @@ def _metric(run_dir: Path, stage: str) -> dict:
     return {"metric": name, "value": value}
 
 
-def _publish_submission(run_dir: Path, chain: list[str]) -> None:
-    """Copy the last stage's submission.csv to `<run_dir>/submission.csv`."""
+def _publish_submission(run_dir: Path, chain: list[str], chosen: str | None = None) -> None:
+    """Copy the config's `submission` stage's submission.csv (default: the last stage's that wrote one) to
+    `<run_dir>/submission.csv`."""
     store = RunStore(run_dir)
-    for name in reversed(chain):
+    for name in [chosen] if chosen else reversed(chain):
         if store.submission_path(name).exists():
             print(f"submission: {store.publish_submission(name)} (from {name})", flush=True)
             return
