@@ -139,7 +139,9 @@ def exact_keys(postings: pd.DataFrame | None, cfg: PostConfig) -> list[np.ndarra
     and the image file name (`image_exact`: the same photo); None when neither is on or there are no postings."""
     if postings is None:
         return None
-    keys = [postings[c].to_numpy() for c, on in (("image_phash", cfg.phash_exact), ("image", cfg.image_exact)) if on]
+    keys = [postings["image_phash"].to_numpy()] if cfg.phash_exact else []
+    if cfg.image_exact:  # the file's name: a distractor's image may be a path into the test images folder
+        keys.append(postings["image"].str.rsplit("/", n=1).str[-1].to_numpy())
     return keys or None
 
 
