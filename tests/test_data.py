@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from utils.core.data import DataError, assign_folds, decode_title, read_labels, read_postings, require_images
+from utils.core.data import DataError, assign_folds, decode_title, read_postings, read_truth, require_images
 
 
 def write(tmp_path, rows, name="train.csv"):
@@ -85,11 +85,11 @@ def test_folds_group_split_and_seed(real_titles):
     assert not np.array_equal(folds, assign_folds(df, n_splits=5, seed=4))
 
 
-def test_read_labels_aligns_and_reports_missing(tmp_path):
+def test_read_truth_aligns_and_reports_missing(tmp_path):
     path = write(tmp_path, good_rows(), "solution.csv")
-    assert read_labels(path, np.array(["train_3", "train_0"])).tolist() == [1, 0]
+    assert read_truth(path, np.array(["train_3", "train_0"]))[0].tolist() == [1, 0]
     with pytest.raises(DataError, match="no 'label_group' for 1 posting"):
-        read_labels(path, np.array(["train_0", "test_9"]))
+        read_truth(path, np.array(["train_0", "test_9"]))
 
 
 def test_read_postings_backend_is_checked(real_titles):

@@ -147,3 +147,11 @@ def test_compare_scores_runs_against_the_first(tmp_path, capsys):
     assert judge.main(["compare", "--out", str(tmp_path)]) == 2
     with pytest.raises(DataError, match="no 04_postprocess or 05_stacker submission"):
         judge.compare([tmp_path / "missing"], data)
+
+
+def test_records_of_tables_for_metrics():
+    from utils.core.io import records
+
+    table = pd.DataFrame({"rmsle": [0.1, 0.2]}, index=pd.Index(["a", "b"], name="model"))
+    assert records(table) == [{"model": "a", "rmsle": 0.1}, {"model": "b", "rmsle": 0.2}]
+    assert records(pd.DataFrame({"x": [1]})) == [{"x": 1}] and records(None) is None

@@ -165,3 +165,14 @@ def test_blend_averages_lightgbm_and_xgboost():
     np.testing.assert_allclose(clf.predict_proba(X)[:, 1], (members[0] + members[1]) / 2, rtol=1e-6)
     imp = st.importance(clf, list(X.columns))
     assert imp.index[0] == "signal" and imp.sum() == pytest.approx(1.0)
+
+
+def test_eligible_decisions_follow_the_stage_and_closure_settings():
+    from types import SimpleNamespace
+
+    names = [st.FIRST_STAGE, st.FIRST_STAGE + st.CLOSED, st.SECOND_STAGE, st.SECOND_STAGE + st.CLOSED]
+    decisions = [SimpleNamespace(name=n) for n in names]
+    allowed = lambda s, c: [d.name for d in decisions if st.eligible(d, s, c)]  # noqa: E731
+    assert allowed("auto", "auto") == names
+    assert allowed(False, "auto") == names[:2] and allowed(True, False) == [st.SECOND_STAGE]
+    assert allowed("auto", True) == [names[1], names[3]]

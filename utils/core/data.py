@@ -361,8 +361,3 @@ def read_truth(path: str | Path, posting_ids: np.ndarray) -> tuple[np.ndarray, n
     if ignored.all():
         raise DataError(f"{path}: every row is marked Ignored in '{USAGE_COLUMN}': nothing to score")
     return rows[LABEL_COLUMN].to_numpy(), np.flatnonzero(~ignored)
-
-
-def read_labels(path: str | Path, posting_ids: np.ndarray) -> np.ndarray:
-    """`label_group` of `posting_ids` from a labelled CSV, in their order (see `read_truth`)."""
-    return read_truth(path, posting_ids)[0]

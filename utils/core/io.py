@@ -75,6 +75,11 @@ def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     return _write_with(path, _save)
 
 
+def records(frame: pd.DataFrame | None) -> list[dict] | None:
+    """A table as JSON-ready records (a named index becomes a column), None for no table: metrics.json's tables."""
+    return None if frame is None else frame.reset_index(drop=frame.index.name is None).to_dict(orient="records")
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.integer):
         return int(o)

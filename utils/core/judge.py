@@ -74,7 +74,7 @@ def split_frames(dev: pd.DataFrame, groups: pd.DataFrame, singles: pd.DataFrame,
 
 
 def build(out: Path | None = None, seed: int = SEED) -> dict[str, pd.DataFrame]:
-    """Read the samples and return the judge's frames (files unread by this step are never written)."""
+    """The judge's frames, split from the samples in `inputs/samples/` (nothing is written here)."""
     frames = {name: read_text_csv(path) for name, path in
               (("dev", DEV), ("groups", EXTRA / "groups.csv"), ("singles", EXTRA / "singles.csv"))}
     return split_frames(frames["dev"], frames["groups"], frames["singles"], seed)

@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 from utils.core.progress import progress
 from utils.core.text import tokens
 
-from .decide import ranked
+from .decide import Decision, ranked, tuned_decisions
 from .embed import phash_ints, phash_known
 from .fusion import candidate_pairs, pair_similarity
 from .rules import attribute_status, brand, extract_attributes
@@ -442,3 +442,35 @@ def importance(clf, columns: list[str]) -> pd.Series:
 def joined(*featurizers):
     """One featuriser from several (PairFeatures, GraphFeatures): their columns side by side."""
     return lambda rows, cols: pd.concat([f(rows, cols) for f in featurizers], axis=1)
+
+
+FIRST_STAGE, SECOND_STAGE = "pair features", "+ graph features (second stage)"
+CLOSED = " + closure"  # the suffix of a decision with a tuned closure
+
+
+@dataclass
+class StageFit:
+    """One stacker stage trained out of fold: its features, every pair's OOF probability, the evaluated split's
+    probabilities and N x N matrix, and the decisions tuned on it."""
+
+    X: pd.DataFrame
+    prob: np.ndarray
+    evaluated_prob: np.ndarray
+    matrix: sp.csr_matrix
+    decisions: list[Decision]
+
+
+def fit_stage(name: str, X: pd.DataFrame, y: np.ndarray, table: PairTable, evaluated_split: int, labels: np.ndarray,
+              rows: np.ndarray, n: int, cfg: StackerConfig, fp_weight: float = 1.0, closure: bool = True) -> StageFit:
+    """Train out of fold on the pairs with a target in `y`, then tune the decision (04's threshold + min2 rule, and
+    a closure) on the evaluated split's OOF probabilities, scored on its `rows`."""
+    prob = out_of_fold(X, y, table.rows, table.cols, table.folds, cfg)
+    ev_rows, ev_cols, ev_prob = table.pairs_of(evaluated_split, prob)
+    matrix = pair_matrix(ev_rows, ev_cols, ev_prob, n)  # ranked as neighbour lists: 04's rule decides
+    return StageFit(X, prob, ev_prob, matrix, tuned_decisions(name, matrix, labels, rows, fp_weight, closure))
+
+
+def eligible(decision: Decision, second_stage: bool | str, closure: bool | str) -> bool:
+    """Whether the settings allow a decision: `second_stage` and `closure` each True, False or "auto" (either)."""
+    return ((second_stage == "auto" or decision.name.startswith(SECOND_STAGE) == bool(second_stage))
+            and (closure == "auto" or decision.name.endswith(CLOSED) == bool(closure)))

@@ -113,6 +113,11 @@ def compare(df: pd.DataFrame, splits: list[Split], variants: dict[str, HMGConfig
     return Comparison(pd.concat(frames, ignore_index=True), models, histories, bounds)
 
 
+def interval_coverage(predictions: pd.DataFrame, y: np.ndarray) -> float:
+    """Share of the prediction rows (columns `row`, `lo`, `hi`) whose price `y[row]` lies in their interval."""
+    return coverage(y[predictions["row"].to_numpy()], predictions["lo"].to_numpy(), predictions["hi"].to_numpy())
+
+
 def _per_split(p: pd.DataFrame, y: np.ndarray) -> pd.Series:
     """RMSLE of each split's rows of `p` (one model's predictions)."""
     return pd.Series({name: rmsle(y[g["row"].to_numpy()], g["price"].to_numpy()) for name, g in p.groupby("split")})

@@ -250,3 +250,27 @@ class Preprocessor:
             sizes["month"] = self.months
         return inputs
 
+
+
+@dataclass
+class SplitInputs:
+    """The listings encoded with a preprocessor fitted on each split's training rows, once per split (the comparison
+    asks for a split's inputs once per model); `preprocessors` keeps each split's fitted preprocessor for saving."""
+
+    df: pd.DataFrame
+    accessories: list[str]
+    numeric: list[str]
+    image: dict | None = None  # backbone settings; None: no images
+    images_dir: str | None = None
+    backbone: Backbone | None = None
+    photos: tuple | None = None  # `listing_images`: the frozen backbone's outputs for every listing, computed once
+    preprocessors: dict = field(default_factory=dict)
+    encoded: dict = field(default_factory=dict)
+
+    def __call__(self, split) -> Inputs:
+        if split.name not in self.encoded:
+            self.preprocessors[split.name] = Preprocessor.fit(self.df, split.train, self.accessories, self.numeric,
+                                                              self.image if self.images_dir else None)
+            self.encoded[split.name] = self.preprocessors[split.name].transform(self.df, self.images_dir,
+                                                                                self.backbone, images=self.photos)
+        return self.encoded[split.name]
