@@ -11,10 +11,12 @@ import pytest
 import yaml
 
 from utils.core.paths import CONFIGS, ROOT
-from utils.run import cache, params, pipeline
+from utils.core.schema import ConfigError, defaults
+from utils.run import cache, pipeline
 from utils.run.cache import RunLocked, run_lock
-from utils.run.params import ConfigError
 from utils.run.stages import BY_NAME, NAMES, STAGES, markdown_table
+from utils.stages import params_class
+from utils.stages.__main__ import stale_cells
 
 
 def test_stage_table_covers_every_notebook_and_reads_only_earlier_stages():
@@ -27,16 +29,21 @@ def test_stage_table_covers_every_notebook_and_reads_only_earlier_stages():
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_defaults_equal_the_schema(name):
     declared = pm.inspect_notebook(str(BY_NAME[name].notebook))
-    defaults = params.defaults(name)
-    assert sorted(declared) == sorted(defaults), "notebook parameters and schema fields differ"
+    schema = defaults(params_class(name))
+    assert sorted(declared) == sorted(schema), "notebook parameters and schema fields differ"
     for key, p in declared.items():
-        assert ast.literal_eval(p["default"]) == defaults[key], f"{name}.{key}: notebook default differs"
+        assert ast.literal_eval(p["default"]) == schema[key], f"{name}.{key}: notebook default differs"
+        assert p["inferred_type_name"] != "None" and p["help"], f"{name}.{key}: papermill sees no type or help"
+
+
+def test_parameters_cells_are_generated_from_the_schemas():
+    assert stale_cells(write=False) == [], "run python -m utils.stages cells"
 
 
 def test_code_configs_share_the_schema_defaults():
     from utils.matching.stacker import StackerConfig
 
-    assert params.defaults("05_stacker")["n_estimators"] == StackerConfig().n_estimators
+    assert defaults(params_class("05_stacker"))["n_estimators"] == StackerConfig().n_estimators
 
 
 def write_config(tmp_path, text):
@@ -66,10 +73,10 @@ BASE = "run: x\ndata: {train_csv: a.csv, test_csv: b.csv}\nstages:\n  03_knn: {k
     (BASE + "  02_embed: {distractors: auto}\n  04_postprocess: {distractors: 0}\n", [], "distractors differ"),
     (BASE + "  04_postprocess: {distractors: -3}\n", [], "distractors must be"),
     (BASE + "  05_stacker: {distractors: many}\n", [], "distractors must be"),
-    (BASE + "  05_stacker: {closure: sometimes}\n", [], "closure must be true, false or auto"),
-    (BASE + "  05_stacker: {second_stage: sometimes}\n", [], "second_stage must be true, false or auto"),
+    (BASE + "  05_stacker: {closure: sometimes}\n", [], "closure must be one of true, false, auto"),
+    (BASE + "  05_stacker: {second_stage: sometimes}\n", [], "second_stage must be one of true, false, auto"),
     (BASE + "  04_postprocess: {closure: auto}\n", [], "04_postprocess.closure"),
-    (BASE + "  05_stacker: {validation: folds}\n", [], "validation must be pooled or slices"),
+    (BASE + "  05_stacker: {validation: folds}\n", [], "validation must be one of pooled, slices"),
     (BASE + "  05_stacker: {validation: slices, distractors: auto}\n", [], "set distractors: 0"),
     (BASE + "  01_train_arcface: {cv: [text]}\n  02_embed: {}\n  05_stacker: {validation: slices}\n", [],
      "02_embed fold_test: true"),

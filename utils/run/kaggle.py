@@ -81,11 +81,11 @@ def rewrite_parameters(source: str, params: dict) -> str:
     """The parameters cell with the given values put in place, each line keeping its comment."""
     out, seen = [], set()
     for line in source.splitlines():
-        m = re.match(r"^(\w+)\s*=\s*(.*?)(\s+#.*)?$", line)
+        m = re.match(r"^(\w+)(\s*:[^=]+)?\s*=\s*(.*?)(\s+#.*)?$", line)  # name[: annotation] = value  # help
         if m and m.group(1) in params:
             name = m.group(1)
             seen.add(name)
-            line = f"{name} = {_literal(params[name])}{m.group(3) or ''}"
+            line = f"{name}{m.group(2) or ''} = {_literal(params[name])}{m.group(4) or ''}"
         out.append(line)
     missing = set(params) - seen
     if missing:

@@ -1,7 +1,7 @@
 """Run the notebook chain with papermill: `python -m utils.pipeline run --config configs/demo.yaml`.
 
 The chain is the stage table (`utils.run.stages`); a config's `data` section gives every stage its input
-paths and `stages` its parameters, validated against the stages' schemas (`utils.run.params`) before
+paths and `stages` its parameters, validated against the stages' schemas (`utils.stages`) before
 anything runs. A stage is skipped when its fingerprint (`utils.run.cache`) is unchanged. Each stage runs
 into a staging folder that replaces `<run_dir>/<stage>/` only on success, so a failure keeps the last good
 outputs; one pipeline at a time holds a run folder.
@@ -27,11 +27,11 @@ from utils.core.data import DataError
 from utils.core.io import write_json
 from utils.core.paths import EMBED, POSTPROCESS, ROOT, RUNS, STACKER, TRAIN
 from utils.core.progress import ENV as PROGRESS_ENV
+from utils.core.schema import ConfigError, validate
 from utils.core.store import STAMP, RunStore
+from utils.stages import params_class
 
-from . import params as schemas
 from .cache import RunLocked, fingerprint, run_lock
-from .params import ConfigError
 from .stages import NAMES, markdown_table, stage
 
 TOP_KEYS = ("run", "data", "params", "stages", "kaggle", "submission")
@@ -127,7 +127,7 @@ def validate_config(cfg: dict, where: str) -> None:
     if chosen is not None and chosen not in [s for s in SUBMITTING if s in chain]:
         raise ConfigError(f"{where}: submission must name a stage of this config that writes one "
                           f"{[s for s in SUBMITTING if s in chain]}, got {chosen!r}")
-    fields = {s: set(schemas.SCHEMAS[s].__dataclass_fields__) for s in chain}
+    fields = {s: set(params_class(s).__dataclass_fields__) for s in chain}
     for key in cfg.get("params") or {}:
         if not any(key in f for f in fields.values()):
             raise ConfigError(f"{where}: parameter {key!r} (params or --set {key}=...) is declared by no stage of "
@@ -135,7 +135,7 @@ def validate_config(cfg: dict, where: str) -> None:
     pools, resolved = {}, {}
     for s in chain:
         values = {k: v for k, v in (cfg.get("params") or {}).items() if k in fields[s]} | (cfg["stages"][s] or {})
-        schemas.validate(schemas.SCHEMAS[s], values, f"{where}: stages.{s}")
+        validate(params_class(s), values, f"{where}: stages.{s}")
         resolved[s] = values
         if "distractors" in fields[s]:
             pools[s] = values.get("distractors", 0)
@@ -204,7 +204,7 @@ def stage_parameters(cfg: dict, name: str, run_dir: Path) -> dict:
     A data path the stage declares but the config does not set is passed as "" when optional and is an
     error otherwise: a notebook's demo default never stands in for a configured dataset.
     """
-    declared = schemas.SCHEMAS[name].__dataclass_fields__
+    declared = params_class(name).__dataclass_fields__
     data = cfg["data"]
     params = {"run_dir": str(run_dir)}
     for key in PATH_KEYS:
