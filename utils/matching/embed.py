@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from utils.core.registry import Registry
 from utils.core.store import Embedding
 from utils.core.text import normalize_title
 from utils.core.weights import wordllama_files
@@ -88,21 +89,19 @@ def phash_bits(phash_hex: pd.Series) -> np.ndarray:
     return np.where(known[:, None], (bits * 2 - 1) / 8.0, 0.0).astype(np.float32)
 
 
-# name -> function(frame, **params) -> embedding. Later model families register here.
-EMBEDDERS: dict[str, Callable[..., Embedding]] = {
+# name -> function(frame, **params) -> embedding; new model families register here (EMBEDDERS.register)
+EMBEDDERS: Registry[Callable[..., Embedding]] = Registry("embedding model", {
     "tfidf_word": lambda df, **kw: tfidf(df["title"], analyzer="word", **kw),
     "tfidf_char": lambda df, **kw: tfidf(df["title"], **{"analyzer": "char_wb", "ngram_min": 2,
                                                            "ngram_max": 4, **kw}),
     "wordllama": lambda df, **kw: wordllama(df["title"], **kw),
     "minilm": lambda df, **kw: sentence_transformer(df["title"], **kw),
     "phash": lambda df, **kw: phash_bits(df["image_phash"]),
-}
+})
 
 
 def embed(name: str, df: pd.DataFrame, **params) -> Embedding:
     """Run the embedder `name` on a postings frame; rows come back L2-normalised."""
-    if name not in EMBEDDERS:
-        raise KeyError(f"unknown embedding model {name!r}; choose from {sorted(EMBEDDERS)}")
     X = EMBEDDERS[name](df, **params)
     return normalize(X, copy=False) if sp.issparse(X) else normalize(X).astype(np.float32)
 

@@ -10,14 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.sparse as sp
 
+from utils.core.registry import Registry
 from utils.core.store import FoldEmbedding
 
-FUSIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+FUSIONS: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("fusion", {
     "mean": lambda S: S.mean(axis=0),
     "max": lambda S: S.max(axis=0),
     "prod": lambda S: S.prod(axis=0),
     "prob_union": lambda S: 1.0 - np.prod(1.0 - S, axis=0),
-}
+})
 
 
 def pair_similarity(X, rows: np.ndarray, cols: np.ndarray, chunk: int = 100_000) -> np.ndarray:
@@ -73,8 +74,6 @@ def to_neighbours(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, n: int
 def fuse(embeddings: dict, neigh: dict[str, tuple[np.ndarray, np.ndarray]], method: str = "prob_union",
          k: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour lists of the fused similarity of `embeddings` (same keys as `neigh`)."""
-    if method not in FUSIONS:
-        raise ValueError(f"unknown fusion {method!r}; choose from {sorted(FUSIONS)}")
     if set(embeddings) != set(neigh) or len(neigh) < 2:
         raise ValueError("fusion needs the embeddings and neighbours of the same two or more models")
     n = next(iter(neigh.values()))[0].shape[0]

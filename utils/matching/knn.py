@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from utils.core.progress import progress
+from utils.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _has_torch(cuda: bool) -> bool:
     return (not cuda) or torch.cuda.is_available()
 
 
-AVAILABLE: dict[str, Callable[[], bool]] = {
+AVAILABLE: Registry[Callable[[], bool]] = Registry("KNN backend", {
     "cuml": _has_cuml,
     "faiss-gpu": lambda: _has_faiss(gpu=True),
     "torch": lambda: _has_torch(cuda=False),
@@ -69,7 +70,7 @@ AVAILABLE: dict[str, Callable[[], bool]] = {
     "sparse-topn": _has_sparse_topn,
     "sklearn": lambda: True,
     "numpy": lambda: True,
-}
+})
 
 
 def available_backends() -> list[str]:
@@ -79,9 +80,7 @@ def available_backends() -> list[str]:
 def choose_backend(backend: str = "auto", sparse: bool = False) -> str:
     """Resolve "auto" to the first available backend (that handles sparse input when needed)."""
     if backend != "auto":
-        if backend not in AVAILABLE:
-            raise ValueError(f"unknown KNN backend {backend!r}; choose from {['auto', *AVAILABLE]}")
-        if not AVAILABLE[backend]():
+        if not AVAILABLE[backend]():  # an unknown name fails here with the known ones
             raise RuntimeError(f"KNN backend {backend!r} is not available here; available: {available_backends()}")
         if sparse and backend not in SPARSE_OK:
             raise ValueError(f"KNN backend {backend!r} needs dense input; use one of {sorted(SPARSE_OK)}")
@@ -243,7 +242,7 @@ def _knn_cuml(X, k: int, chunk: int):
     return np.vstack([cupy.asnumpy(i) for _, i in parts]), (1.0 - dist).astype(np.float32)
 
 
-BACKENDS: dict[str, Callable] = {
+BACKENDS: Registry[Callable] = Registry("KNN backend", {
     "cuml": _knn_cuml,
     "faiss-gpu": _knn_faiss_gpu,
     "torch": _knn_torch,
@@ -251,7 +250,7 @@ BACKENDS: dict[str, Callable] = {
     "sparse-topn": _knn_sparse_topn,
     "sklearn": _knn_sklearn,
     "numpy": _knn_numpy,
-}
+})
 
 
 def self_first(idx: np.ndarray, sims: np.ndarray, self_sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

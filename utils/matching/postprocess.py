@@ -14,8 +14,7 @@ import scipy.sparse as sp
 from utils.core.metric import row_scores, score
 from utils.core.store import FoldEmbedding
 
-from . import blend
-from . import decide as matching
+from . import blend, decide
 from .chisel import chisel
 from .fusion import fuse
 from .rules import DEFAULT_RULES, Rule, apply_rules, pair_status
@@ -50,9 +49,9 @@ class PostConfig:
 class Fitted:
     """What `fit` learns on train rows; everything `apply` needs besides the data."""
 
-    thresholds: matching.Thresholds
+    thresholds: decide.Thresholds
     rules: list[Rule] = field(default_factory=list)
-    closure: matching.Closure | None = None
+    closure: decide.Closure | None = None
     chisel_slack: float | None = None
 
     def to_dict(self) -> dict:
@@ -146,8 +145,8 @@ def exact_keys(postings: pd.DataFrame | None, cfg: PostConfig) -> list[np.ndarra
 
 
 def _matches(neigh: Neigh, exact, fitted: Fitted, train_labels: np.ndarray, status: dict) -> sp.csr_matrix:
-    combined = matching.combine(_with_rules(neigh, status, fitted.rules), fitted.thresholds, exact)
-    m = combined if fitted.closure is None else matching.close(combined, fitted.closure)
+    combined = decide.combine(_with_rules(neigh, status, fitted.rules), fitted.thresholds, exact)
+    m = combined if fitted.closure is None else decide.close(combined, fitted.closure)
     return m if fitted.chisel_slack is None else chisel(m, train_labels, fitted.chisel_slack)
 
 
@@ -165,7 +164,7 @@ def fit(neigh: Neigh, titles_status: dict, labels: np.ndarray, postings: pd.Data
     if cfg.units:
         rules[0].delta = 1.0
     tune = {"min2": cfg.min2, "phash_exact": exact is not None, "joint": False, "fp_weight": cfg.fp_weight}
-    fitted = Fitted(matching.tune(_with_rules(neigh, titles_status, rules), labels, exact, rows, **tune), rules)
+    fitted = Fitted(decide.tune(_with_rules(neigh, titles_status, rules), labels, exact, rows, **tune), rules)
     if cfg.rules:
         for rule in rules[1:]:
             scores = []
@@ -174,11 +173,11 @@ def fit(neigh: Neigh, titles_status: dict, labels: np.ndarray, postings: pd.Data
                 scores.append(_f1(_matches(neigh, exact, fitted, labels, titles_status), labels, rows, cfg.fp_weight))
             rule.delta = RULE_GRID[int(np.argmax(scores))]
     adjusted = _with_rules(neigh, titles_status, rules)
-    fitted.thresholds = matching.tune(adjusted, labels, exact, rows, **{**tune, "joint": cfg.joint})
+    fitted.thresholds = decide.tune(adjusted, labels, exact, rows, **{**tune, "joint": cfg.joint})
     if cfg.closure:  # the best closure threshold (components up to the largest train group), kept if it helps
-        combined = matching.combine(_with_rules(neigh, titles_status, rules), fitted.thresholds, exact)
-        tried = [matching.Closure(float(c), matching.largest_group(labels, rows)) for c in matching.DEFAULT_GRID]
-        scores = [_f1(matching.close(combined, c), labels, rows, cfg.fp_weight) for c in tried]
+        combined = decide.combine(_with_rules(neigh, titles_status, rules), fitted.thresholds, exact)
+        tried = [decide.Closure(float(c), decide.largest_group(labels, rows)) for c in decide.DEFAULT_GRID]
+        scores = [_f1(decide.close(combined, c), labels, rows, cfg.fp_weight) for c in tried]
         best = int(np.argmax(scores))
         fitted.closure = tried[best] if scores[best] > _f1(combined, labels, rows, cfg.fp_weight) else None
     if cfg.chisel:
@@ -255,7 +254,7 @@ def ablation(embeddings: dict, neigh: Neigh, attrs: dict, labels: np.ndarray, fo
     """Out-of-fold F1 / precision / recall of each step added in turn (seed 002's results table), and with
     `final.fp_weight` != 1 the F1 expected on the larger test split (`f1_test_size`), which picks the recipe.
     Scores are means over the `scored` rows (default all)."""
-    singles = {m: matching.f1_curve(*neigh[m], labels, rows=scored, fp_weight=final.fp_weight).max()
+    singles = {m: decide.f1_curve(*neigh[m], labels, rows=scored, fp_weight=final.fp_weight).max()
                for m in final.models}
     best_single = max(singles, key=singles.get)
     rows = []

@@ -15,7 +15,7 @@ tuning and the scorer run on it unchanged.
 
 The slices assume that a train row meets as many look-alikes among test postings as a test row meets among the
 others. On the real-titles files it does not (dev rows meet 2.5 times as many per posting), and a stacker tuned on
-their slices was too cautious on test.csv (README, "Test-like slices").
+their slices was too cautious on test.csv (docs/methods.md, "Test-like slices").
 
     sl = build(train, test, folds)
     X = embeddings(store, sl, ["tfidf_char", "minilm_arcface"])

@@ -1,6 +1,6 @@
 """The stage table: the one description of the chain (name, notebook, job, what it reads and writes).
 
-Used by the pipeline (order, cache keys), the Kaggle builder (kernel sources), the README and the tests.
+Used by the pipeline (order, cache keys), the Kaggle builder (kernel sources), docs/guide.md and the tests.
 Standard library only: a Kaggle kernel imports it before its wheels are installed.
 """
 
@@ -57,7 +57,7 @@ def stage(name: str) -> Stage:
 
 
 def markdown_table() -> str:
-    """The stage table as the README shows it (a test keeps the README equal to this)."""
+    """The stage table as docs/guide.md shows it (a test keeps the guide equal to this)."""
     lines = ["| stage | job | what | reads stages | writes to `<run_dir>/<stage>/` (and `metrics.json`) |",
              "|---|---|---|---|---|"]
     for s in STAGES:

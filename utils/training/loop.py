@@ -22,13 +22,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from utils.core.data import assign_folds, scored_rows
 from utils.core.progress import progress
-from utils.core.schedule import warmup_scheduler
 from utils.core.store import ArtifactName, RunStore, checkpoint_set
 from utils.matching.decide import DEFAULT_GRID, f1_curve
 from utils.matching.knn import neighbours
 
 from .losses import PAIR_LOSSES, make_loss
 from .nn.encoders import build_encoder
+from .schedule import warmup_scheduler
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from utils.core.progress import progress as progress_bar
-from utils.core.schedule import warmup_scheduler
+from utils.training.schedule import warmup_scheduler
 
 from .features import Inputs
 from .metrics import rmsle

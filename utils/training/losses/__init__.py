@@ -8,22 +8,24 @@ from __future__ import annotations
 
 from torch import nn
 
+from utils.core.registry import Registry
+
 from .arcface import ArcFaceLoss
 from .cosent import CoSENTLoss
 from .softmax import SoftmaxLoss
 from .triplet import TripletLoss
 
-LOSSES: dict[str, type[nn.Module]] = {"arcface": ArcFaceLoss, "softmax": SoftmaxLoss, "triplet": TripletLoss,
-                                      "cosent": CoSENTLoss}
+LOSSES: Registry[type[nn.Module]] = Registry("loss", {"arcface": ArcFaceLoss, "softmax": SoftmaxLoss,
+                                                     "triplet": TripletLoss, "cosent": CoSENTLoss})
 PAIR_LOSSES = {"triplet", "cosent"}  # need several rows per class in a batch
 
 
 def make_loss(name: str, num_classes: int, embedding_size: int, **params) -> nn.Module:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}")
+    """The loss called `name` (an unknown name fails with the known ones); class-based losses get their sizes."""
+    loss = LOSSES[name]
     if name in PAIR_LOSSES:
-        return LOSSES[name](**params)
-    return LOSSES[name](num_classes=num_classes, embedding_size=embedding_size, **params)
+        return loss(**params)
+    return loss(num_classes=num_classes, embedding_size=embedding_size, **params)
 
 
 __all__ = ["ArcFaceLoss", "CoSENTLoss", "SoftmaxLoss", "TripletLoss", "LOSSES", "PAIR_LOSSES", "make_loss"]

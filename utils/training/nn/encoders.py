@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils.core.registry import Registry
+
 from .pooling import make_pool
 
 log = logging.getLogger(__name__)
@@ -175,19 +177,18 @@ class JointEncoder(nn.Module):
         return self.neck(torch.cat(parts, dim=1))
 
 
+# a text model's `kind` -> its encoder class
+TEXT_ENCODERS: Registry[type[nn.Module]] = Registry("text kind", {
+    "wordllama": WordLlamaEncoder, "transformer": TransformerTextEncoder,
+    "sentence_transformers": SentenceTransformerTextEncoder})
+
+
 def build_encoder(modality: str, image: dict | None = None, text: dict | None = None,
                   embedding_size: int = 512) -> nn.Module:
     """Encoder from plain config dicts: image={backbone, weights, pooling, ...}, text={kind, ...}."""
     def make_text(cfg: dict) -> nn.Module:
         cfg = dict(cfg)
-        kind = cfg.pop("kind", "wordllama")
-        if kind == "wordllama":
-            return WordLlamaEncoder(**{"embedding_size": embedding_size, **cfg})
-        if kind == "transformer":
-            return TransformerTextEncoder(**{"embedding_size": embedding_size, **cfg})
-        if kind == "sentence_transformers":
-            return SentenceTransformerTextEncoder(**{"embedding_size": embedding_size, **cfg})
-        raise ValueError(f"text kind must be 'wordllama', 'transformer' or 'sentence_transformers', got {kind!r}")
+        return TEXT_ENCODERS[cfg.pop("kind", "wordllama")](**{"embedding_size": embedding_size, **cfg})
 
     if modality == "image":
         return ImageEncoder(**{"embedding_size": embedding_size, **(image or {})})

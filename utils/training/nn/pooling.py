@@ -5,9 +5,13 @@ Written here because timm ships no standalone GeM layer for an arbitrary feature
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from utils.core.registry import Registry
 
 
 class GeM(nn.Module):
@@ -22,9 +26,10 @@ class GeM(nn.Module):
         return F.adaptive_avg_pool2d(x.clamp(min=self.eps).pow(self.p), 1).pow(1.0 / self.p).flatten(1)
 
 
+POOLINGS: Registry[Callable[[], nn.Module]] = Registry("pooling", {
+    "gem": GeM, "avg": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))})
+
+
 def make_pool(kind: str) -> nn.Module:
-    if kind == "gem":
-        return GeM()
-    if kind == "avg":
-        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-    raise ValueError(f"pooling must be 'gem' or 'avg', got {kind!r}")
+    """A fresh pooling layer by name (an unknown name fails with the known ones)."""
+    return POOLINGS[kind]()
