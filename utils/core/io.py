@@ -52,7 +52,16 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file's content; a truncated, emptied or non-UTF-8 file is a DataError naming it."""
+    from utils.core.data import DataError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); the file is "
+                        "truncated or edited") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 JSON text") from None
 
 
 def write_csv(path: str | Path, df: pd.DataFrame) -> Path:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from utils.core.cli import boundary
+
 from .data import LABEL_COLUMN, USAGE_COLUMN, DataError, read_postings, read_text_csv, read_truth
 from .io import write_csv
 from .metric import bootstrap_difference, row_scores
@@ -111,6 +113,7 @@ def compare(runs: list[Path], data: Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@boundary
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.judge", description=__doc__)
     ap.add_argument("action", choices=["build", "check", "compare"],
@@ -120,17 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=EXTRA / "judge", help="folder of the judge's files")
     args = ap.parse_args(argv)
     files = JudgeFiles(args.out)
-    try:
-        if args.action == "compare":
-            if not args.runs:
-                raise DataError("compare needs at least one run")
-            table = compare([Path(r) if "/" in r else RUNS / r for r in args.runs], files.validation)
-            print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-            return 0
-        frames = build()
-    except (DataError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.action == "compare":
+        if not args.runs:
+            raise DataError("compare needs at least one run")
+        table = compare([Path(r) if "/" in r else RUNS / r for r in args.runs], files.validation)
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        return 0
+    frames = build()
     paths = {"train": files.train, "train_singles": files.train_singles, "validation": files.validation}
     if args.action == "build":
         for name, frame in frames.items():

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import re
 import shutil
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from .data import DataError
 from .io import atomic_path, read_json, write_json, write_npy, write_npz
 from .paths import EDA, EMBED, KNN, POSTPROCESS, STACKER, TRAIN, VALUATION  # noqa: F401  (re-exported for notebooks)
 
@@ -84,6 +88,18 @@ class ArtifactName:
             raise ValueError(f"{stem!r} is not an artifact name (<split>_<model>[@fold<k>])")
         fold = m.group("fold")
         return cls(m.group("split"), m.group("model"), None if fold is None else int(fold))
+
+
+@contextmanager
+def _readable(path: Path, stage: str) -> Iterator[None]:
+    """Turn a truncated or corrupt array file into a DataError naming it and the stage that writes it."""
+    try:
+        yield
+    except (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}); the file is truncated or corrupt, "
+                        f"re-run {stage} (--force)") from None
 
 
 def _name(name: ArtifactName | str) -> ArtifactName:
@@ -152,7 +168,9 @@ class RunStore:
         if not self.has_embedding(name):
             raise FileNotFoundError(f"{files['json']}: no embedding {_name(name).stem}; run 02_embed with that model")
         meta = read_json(files["json"])
-        X = sp.load_npz(files["npz"]).tocsr() if meta["sparse"] else np.load(files["npy"])
+        path = files["npz"] if meta["sparse"] else files["npy"]
+        with _readable(path, EMBED):
+            X = sp.load_npz(path).tocsr() if meta["sparse"] else np.load(path)
         return X, meta
 
     def split_embeddings(self, split: str, models: list[str],
@@ -205,7 +223,7 @@ class RunStore:
             raise FileNotFoundError(f"{folder}: no {split} neighbours for {missing}; run 02_embed and 03_knn with them")
         out = {}
         for m, p in paths.items():
-            with np.load(p) as z:
+            with _readable(p, KNN), np.load(p) as z:
                 out[m] = (z["indices"], z["sims"])
         stale = {m: len(i) for m, (i, _) in out.items() if rows is not None and len(i) != rows}
         if stale:
@@ -228,9 +246,14 @@ class RunStore:
         return read_json(path) if path.exists() else {}
 
     def stamp(self, stage: str) -> dict:
-        """What the pipeline recorded of a stage's last successful run (fingerprint, run id); {} if none."""
-        path = self.dir(stage) / STAMP
-        return read_json(path) if path.exists() and (self.dir(stage) / "metrics.json").exists() else {}
+        """What the pipeline recorded of a stage's last successful run (fingerprint, run id, outputs); {} if none,
+        or when the record or the stage's metrics.json cannot be read (the stage is then stale, never stuck)."""
+        path, metrics = self.dir(stage) / STAMP, self.dir(stage) / "metrics.json"
+        try:
+            read_json(metrics)
+            return read_json(path)
+        except (DataError, OSError):
+            return {}
 
     def submission_path(self, stage: str | None = None) -> Path:
         """A stage's `submission.csv`, or the run's published one (`stage=None`)."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.core.cli import boundary
+
 
 def random_unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
@@ -218,6 +220,7 @@ def _print_inference(r: dict) -> None:
           f"{verdict} the {r['limit_mb']:.0f} MB limit")
 
 
+@boundary
 def main(argv: list[str] | None = None) -> int:
     from utils.matching.knn import available_backends
 

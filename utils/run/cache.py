@@ -127,6 +127,18 @@ def fingerprint(notebook: Path, params: dict, upstream: dict[str, str]) -> str:
     return h.hexdigest()
 
 
+
+def outputs_manifest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, list[int]]:
+    """Every file a stage left in its folder with its size and modification time (ns): a stage whose files no
+    longer match (one edited, deleted or written by a notebook run by hand) is not up to date. Sizes and times,
+    not hashes: hashing gigabytes of embeddings at every run would cost more than the check is worth."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in skip):
+        st = path.stat()
+        out[path.relative_to(folder).as_posix()] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold `<run_dir>/.lock` for the whole run; a second pipeline on the same run gets a clear error."""

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from utils.core.cli import boundary
+
 from .stages import BY_NAME, NAMES
 
 KAGGLE_INPUT = "/kaggle/input"
@@ -329,6 +331,7 @@ def build(cfg: dict, config_name: str, out: str | Path, user: str | None = None,
     return folders
 
 
+@boundary
 def main(argv: list[str] | None = None) -> int:
     from utils.core.paths import ROOT
 
@@ -344,12 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--wheels", action="store_true", help="download the wheels with pip (needs the package index)")
     b.add_argument("--python-version", default="3.11", help="Kaggle image's Python, for the wheels")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-        folders = build(cfg, Path(args.config).name, args.out, args.user, args.wheels, args.python_version)
-    except (KaggleBuildError, ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.set)
+    folders = build(cfg, Path(args.config).name, args.out, args.user, args.wheels, args.python_version)
     for f in folders:
         print(f)
     return 0

@@ -23,7 +23,7 @@ from pathlib import Path
 import papermill as pm
 import yaml
 
-from utils.core.data import DataError
+from utils.core.cli import boundary
 from utils.core.io import write_json
 from utils.core.paths import EMBED, POSTPROCESS, ROOT, RUNS, STACKER, TRAIN
 from utils.core.progress import ENV as PROGRESS_ENV
@@ -31,7 +31,7 @@ from utils.core.schema import ConfigError, validate
 from utils.core.store import STAMP, RunStore
 from utils.stages import params_class
 
-from .cache import RunLocked, fingerprint, run_lock
+from .cache import fingerprint, outputs_manifest, run_lock
 from .stages import NAMES, markdown_table, stage
 
 TOP_KEYS = ("run", "data", "params", "stages", "kaggle", "submission")
@@ -63,11 +63,29 @@ def _unknown(where: str, given, valid) -> None:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(valid)}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key written twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} written twice", mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a safe loader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at position {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -88,9 +106,15 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
             raise ConfigError(f"{path}: missing top-level key {key!r}")
     cfg["data"] = cfg["data"] or {}
     cfg["params"] = cfg.get("params") or {}
+    for key in ("data", "params"):
+        if not isinstance(cfg[key], dict):
+            raise ConfigError(f"{path}: {key} must be a mapping of keys to values, got {cfg[key]!r}")
     if not isinstance(cfg["stages"], dict) or not cfg["stages"]:
         raise ConfigError(f"{path}: 'stages' must map stage names to their parameters; known: {list(NAMES)}")
     _unknown(f"{path}: stages", cfg["stages"], NAMES)
+    for name, section in cfg["stages"].items():
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"{path}: stages.{name} must be a mapping of its parameters (or empty), got {section!r}")
     cfg["stages"] = {name: dict(v or {}) for name, v in cfg["stages"].items()}
     for item in overrides:
         if "=" not in item:
@@ -102,6 +126,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
             raise ConfigError(f"--set {key}: {raw!r} is not a YAML value") from None
         head, _, rest = key.partition(".")
         if key == "run":
+            if value is None or not str(value).strip():
+                raise ConfigError("--set run= needs a run name (a folder under outputs/runs/) or an absolute path")
             cfg["run"] = str(value)
         elif rest and head in cfg["stages"]:
             cfg["stages"][head][rest] = value
@@ -121,6 +147,8 @@ def validate_config(cfg: dict, where: str) -> None:
     run = str(cfg["run"])
     if not run or not Path(run).is_absolute() and ("/" in run or run.startswith(".")):
         raise ConfigError(f"{where}: run must be a folder name (under outputs/runs/) or an absolute path, got {run!r}")
+    if (RUNS / run).exists() and not (RUNS / run).is_dir():
+        raise ConfigError(f"{where}: run {run!r} names a file ({RUNS / run}), not a run folder")
     _unknown(f"{where}: data", cfg["data"], DATA_KEYS)
     chain = [s for s in NAMES if s in cfg["stages"]]
     chosen = cfg.get("submission")
@@ -280,7 +308,8 @@ def run_stage(name: str, params: dict, run_dir: Path, stamp: dict, verbose: bool
         shutil.rmtree(staging, ignore_errors=True)
         raise StageFailed(f"stage {name} finished without writing metrics.json (the stage contract); the executed "
                           f"notebook is {notebooks / f'{name}.failed.ipynb'}")
-    write_json(staging / STAMP, {**stamp, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json(staging / STAMP, {**stamp, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                 "outputs": outputs_manifest(staging, skip=(STAMP,))})
     old = staging_root / f"{name}.previous"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -330,13 +359,14 @@ def _run_chain(cfg: dict, chain: list[str], run_dir: Path, force: bool, verbose:
     summary = []
     for n, name in enumerate(chain, 1):
         prefix = f"[{n}/{len(chain)}] {name}"
-        params = stage_parameters(cfg, name, run_dir)
-        upstream = {r: RunStore(run_dir).stamp(r).get("run_id", "absent") for r in stage(name).reads}
-        fp = fingerprint(stage(name).notebook, params, upstream)
-        if not force and RunStore(run_dir).stamp(name).get("fingerprint") == fp:
+        params, upstream, fp, state = _state(cfg, run_dir, name)
+        if not force and state == CURRENT:
             print(f"{prefix}: up to date, skipped (use --force to re-run)", flush=True)
             summary.append({"stage": name, "status": "cached", "seconds": 0.0, **_metric(run_dir, name)})
             continue
+        if state == EDITED:
+            print(f"{prefix}: its outputs changed since it ran (a file edited, added or deleted): re-running",
+                  flush=True)
         if sys.stdout.isatty():  # on a terminal the line is overwritten by its result; logs get one line a stage
             print(f"{prefix}: running ...", end="\r", flush=True)
         t0 = time.perf_counter()
@@ -345,8 +375,24 @@ def _run_chain(cfg: dict, chain: list[str], run_dir: Path, force: bool, verbose:
         seconds = time.perf_counter() - t0
         print(f"{prefix}: done in {seconds:.1f}s", flush=True)
         summary.append({"stage": name, "status": "ran", "seconds": round(seconds, 1), **_metric(run_dir, name)})
-    _publish_submission(run_dir, chain, cfg.get("submission"))
+    _publish_submission(cfg, run_dir)
     return summary
+
+
+CURRENT, EDITED, STALE = "current", "outputs edited", "stale"
+
+
+def _state(cfg: dict, run_dir: Path, name: str) -> tuple[dict, dict, str, str]:
+    """A stage's parameters, upstream run ids and fingerprint under this config, and whether its outputs are
+    CURRENT (same fingerprint, its files as it left them), EDITED (same fingerprint, files changed) or STALE."""
+    params = stage_parameters(cfg, name, run_dir)
+    upstream = {r: RunStore(run_dir).stamp(r).get("run_id", "absent") for r in stage(name).reads}
+    fp = fingerprint(stage(name).notebook, params, upstream)
+    last = RunStore(run_dir).stamp(name)
+    if last.get("fingerprint") != fp:
+        return params, upstream, fp, STALE
+    intact = last.get("outputs") == outputs_manifest(run_dir / name, skip=(STAMP,))
+    return params, upstream, fp, CURRENT if intact else EDITED
 
 
 def _metric(run_dir: Path, stage: str) -> dict:
@@ -354,14 +400,27 @@ def _metric(run_dir: Path, stage: str) -> dict:
     return {"metric": name, "value": value}
 
 
-def _publish_submission(run_dir: Path, chain: list[str], chosen: str | None = None) -> None:
-    """Copy the config's `submission` stage's submission.csv (default: the last stage's that wrote one) to
-    `<run_dir>/submission.csv`."""
+def _publish_submission(cfg: dict, run_dir: Path) -> None:
+    """Copy the submission of the config's `submission` stage (default: its last stage that writes one) to
+    `<run_dir>/submission.csv`, only while that stage is up to date with the whole config (a partial run does not
+    make it so); otherwise the last up-to-date one, saying so loudly, or none."""
     store = RunStore(run_dir)
-    for name in [chosen] if chosen else reversed(chain):
-        if store.submission_path(name).exists():
-            print(f"submission: {store.publish_submission(name)} (from {name})", flush=True)
-            return
+    writers = [s for s in SUBMITTING if s in cfg["stages"]]
+    if not writers:
+        return
+    wanted = cfg.get("submission") or writers[-1]
+    current = [s for s in writers if store.submission_path(s).exists() and _state(cfg, run_dir, s)[3] == CURRENT]
+    if not current:
+        print(f"WARNING: no stage writing a submission is up to date with this config ({writers}); "
+              f"{store.submission_path()} was left as it was", flush=True)
+        return
+    source = wanted if wanted in current else current[-1]
+    if source != wanted:
+        print(f"WARNING: {wanted} is not up to date with this config (run it: --stages {wanted}); the run's "
+              f"submission is {source}'s instead", flush=True)
+    name, value = key_metric(run_dir, source)
+    figure = f", {name} {value}" if name else ""
+    print(f"submission: {store.publish_submission(source)} (from {source}{figure})", flush=True)
 
 
 def format_summary(rows: list[dict]) -> str:
@@ -373,6 +432,7 @@ def format_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@boundary(takes_verbose=True)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.pipeline")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -391,9 +451,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         rows = run(cfg, args.stages.split(",") if args.stages else None, force=args.force, verbose=args.verbose)
-    except (ConfigError, DataError, RunLocked, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except StageFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

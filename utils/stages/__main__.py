@@ -7,6 +7,7 @@ import sys
 
 import nbformat
 
+from utils.core.cli import boundary
 from utils.core.schema import parameters_cell
 from utils.run.stages import STAGES
 
@@ -28,6 +29,7 @@ def stale_cells(write: bool) -> list[str]:
     return stale
 
 
+@boundary
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.stages", description=__doc__)
     parser.add_argument("command", choices=["cells"], help="cells: the notebooks' parameters cells")

@@ -8,7 +8,10 @@ import json
 import sys
 import time
 
+from utils.core.cli import boundary
 
+
+@boundary
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.synth")
     sub = ap.add_subparsers(dest="kind", required=True)
@@ -26,12 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="noise sd: added to delta (aligned, default 0.03) or to log price (independent, default 0.1)")
     mk.add_argument("--mode", default="independent",
                     help="pricing: independent (not the model's form; default) or aligned (the model's own form)")
-    args = ap.parse_args(argv)
-    try:
-        return _generate(args)
-    except ValueError as e:  # impossible sizes and shares: one line, exit 2
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return _generate(ap.parse_args(argv))  # impossible sizes and shares: the boundary's one line, exit 2
 
 
 def _generate(args: argparse.Namespace) -> int:

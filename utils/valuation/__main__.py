@@ -10,13 +10,14 @@ import argparse
 import sys
 import time
 
-from utils.core.data import DataError
+from utils.core.cli import boundary
 from utils.core.io import write_csv
 
 from .listings import read_listings
 from .saved import Valuer
 
 
+@boundary
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.valuation", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,13 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --top must be 0 or more, got {args.top}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    try:
-        valuer = Valuer.load(args.model)
-        df = read_listings(args.listings, mapping=valuer.mapping, require_price=False)
-        result = valuer.predict(df, args.images, args.top)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    valuer = Valuer.load(args.model)
+    df = read_listings(args.listings, mapping=valuer.mapping, require_price=False)
+    result = valuer.predict(df, args.images, args.top)
     if args.out:
         write_csv(args.out, result)
     else:

@@ -12,9 +12,29 @@ depend on the other listings priced with it, and a new listing needs no retraini
 
 from __future__ import annotations
 
+import atexit
+import sys
+import tempfile
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch_geometric.nn import HeteroConv, SAGEConv
+
+
+def remove_generated_sources() -> list[Path]:
+    """Delete the `.py` files torch_geometric writes to the temp folder for each message-passing class it
+    compiles (`<module>_<class>_propagate_*.py`, never deleted by it): loaded modules no longer need them."""
+    tmp, removed = Path(tempfile.gettempdir()).resolve(), []
+    for name, module in list(sys.modules.items()):
+        path = Path(getattr(module, "__file__", None) or "")
+        if path.suffix == ".py" and path.parent.resolve() == tmp and path.name.startswith(f"{name}_"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+atexit.register(remove_generated_sources)  # one process compiles each class once; its files go when it ends
 
 
 def market_edges(ref_location: torch.Tensor, ref_month: torch.Tensor, location: torch.Tensor, month: torch.Tensor,
