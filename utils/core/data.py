@@ -351,7 +351,12 @@ def read_truth(path: str | Path, posting_ids: np.ndarray) -> tuple[np.ndarray, n
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(truth.columns)}")
     truth[LABEL_COLUMN] = parse_labels(truth[LABEL_COLUMN], path)
-    truth = truth.drop_duplicates("posting_id").set_index("posting_id")
+    labels_per_id = truth.groupby("posting_id")[LABEL_COLUMN].nunique()
+    conflicting = list(labels_per_id.index[labels_per_id > 1])
+    if conflicting:
+        raise DataError(f"{path}: {len(conflicting)} posting(s) listed twice with different '{LABEL_COLUMN}', e.g. "
+                        f"{conflicting[:5]}; keep one label per posting")
+    truth = truth.drop_duplicates("posting_id").set_index("posting_id")  # exact repeats are harmless
     absent = [p for p in posting_ids if p not in truth.index]
     if absent:
         raise DataError(f"{path}: no '{LABEL_COLUMN}' for {len(absent)} posting(s), e.g. {absent[:5]}")

@@ -63,8 +63,7 @@ class ArtifactName:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        if not self.model or "@" in self.model or "/" in self.model:
-            raise ValueError(f"bad model name {self.model!r} (no '@' or '/')")
+        plain_name("model", self.model)
 
     @property
     def stem(self) -> str:
@@ -88,6 +87,17 @@ class ArtifactName:
             raise ValueError(f"{stem!r} is not an artifact name (<split>_<model>[@fold<k>])")
         fold = m.group("fold")
         return cls(m.group("split"), m.group("model"), None if fold is None else int(fold))
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def plain_name(kind: str, name: str) -> str:
+    """`name` when it is a plain name (letters, digits, `_ . + -`, no `..`): a model or run name becomes part of a
+    path, and `../x` or `a/b` would write outside the run folder."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{kind} name {name!r} must be plain: letters, digits and _ . + - (no '/', '@' or '..')")
+    return name
 
 
 @contextmanager
@@ -268,7 +278,7 @@ class RunStore:
     # checkpoints (01_train_arcface): <model>/best.pt, or <model>/fold<k>/best.pt and <model>/full/best.pt with cv
     def checkpoint_dir(self, model: str, fold: int | str | None = None) -> Path:
         """Where a model's checkpoints go: `fold` an int (fold model), "full" (all rows) or None (single)."""
-        d = self.dir(TRAIN) / model
+        d = self.dir(TRAIN) / plain_name("model", model)
         return d if fold is None else d / (fold if fold == "full" else f"fold{int(fold)}")
 
 

@@ -29,6 +29,16 @@ def _rows(mask: pd.Series) -> str:
     return f"line(s) {', '.join(map(str, lines))}" + (" ..." if mask.sum() > _SHOW else "")
 
 
+def _numbers(values: pd.Series, column: str) -> pd.Series:
+    """A column as numbers, missing values (empty, NA) as NaN; any other text is an error naming the rows."""
+    given = ~values.astype(str).str.strip().isin(MISSING)
+    numbers = pd.to_numeric(values.where(given), errors="coerce")
+    bad = numbers.isna() & given
+    if bad.any():
+        raise DataError(f"column {column!r} needs numbers; text such as {values[bad].iloc[0]!r} in {_rows(bad)}")
+    return numbers
+
+
 def map_columns(raw: pd.DataFrame, mapping: dict | None, optional: tuple[str, ...] = ()) -> pd.DataFrame:
     """Rename a dataset's columns to the listings format.
 
@@ -41,17 +51,23 @@ def map_columns(raw: pd.DataFrame, mapping: dict | None, optional: tuple[str, ..
     if not mapping:
         return raw.copy()
     out = pd.DataFrame(index=raw.index)
-    kinds = (("columns", lambda v: v), ("numeric", lambda v: pd.to_numeric(v, errors="coerce")),
-             ("log_columns", lambda v: np.exp(pd.to_numeric(v, errors="coerce"))))
+    kinds = (("columns", lambda v, src: v), ("numeric", _numbers),
+             ("log_columns", lambda v, src: np.exp(_numbers(v, src))))
     for key, convert in kinds:
         for name, src in (mapping.get(key) or {}).items():
             if src in raw.columns:
-                out[name] = convert(raw[src])
+                out[name] = convert(raw[src], src)
             elif name not in optional:
                 raise DataError(f"mapping: source column {src!r} (for {name!r}) not in {list(raw.columns)}")
     age = mapping.get("age_from_year")
     if age:
-        out["age_years"] = float(age["reference"]) - pd.to_numeric(raw[age["column"]], errors="coerce")
+        if age["column"] not in raw.columns:
+            raise DataError(f"mapping: source column {age['column']!r} (for 'age_years') not in {list(raw.columns)}")
+        out["age_years"] = float(age["reference"]) - _numbers(raw[age["column"]], age["column"])
+        future = out["age_years"] < 0
+        if future.any():
+            raise DataError(f"column {age['column']!r}: a year after the reference year {age['reference']} "
+                            f"(age below 0) in {_rows(future)}")
     extra = mapping.get("describe") or []
     if extra:
         parts = raw[extra].astype(str).apply(lambda r: ", ".join(f"{c}: {v}" for c, v in r.items()), axis=1)
@@ -76,7 +92,12 @@ def read_listings(path: str | Path, mapping: dict | None = None, sep: str | None
         raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise DataError(f"{path}: not a readable table ({e})") from None
-    df = map_columns(raw, mapping, optional=() if require_price else ("price",))
+    try:
+        df = map_columns(raw, mapping, optional=() if require_price else ("price",))
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    if df.empty:
+        raise DataError(f"{path}: no listings (a header without rows)")
     required = ["listing_id"] + (["price"] if require_price else [])
     missing = [c for c in required if c not in df.columns]
     if missing:

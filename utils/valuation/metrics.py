@@ -42,9 +42,10 @@ def interval_quantiles(cal_y: np.ndarray, cal_p: np.ndarray, level: float = 0.8)
 
 
 def apply_interval(p: np.ndarray, bounds: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Interval of predicted prices `p` from `interval_quantiles` bounds (in log1p space)."""
+    """Interval of predicted prices `p` from `interval_quantiles` bounds (in log1p space); a price is never below
+    0, so neither is the lower bound (log1p space puts it below 0 for cheap items)."""
     p = np.asarray(p, float)
-    return np.expm1(np.log1p(p) + bounds[0]), np.expm1(np.log1p(p) + bounds[1])
+    return np.maximum(np.expm1(np.log1p(p) + bounds[0]), 0.0), np.expm1(np.log1p(p) + bounds[1])
 
 
 def interval(cal_y: np.ndarray, cal_p: np.ndarray, p: np.ndarray, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
