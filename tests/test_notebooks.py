@@ -23,7 +23,7 @@ def test_notebook_hygiene(nb):
     tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     assert tagged[0] is next(c for c in cells if c["cell_type"] == "code"), "parameters come first"
-    assigned = [line for line in "".join(tagged[0]["source"]).splitlines() if re.match(r"^\w+\s*=", line)]
+    assigned = [line for line in "".join(tagged[0]["source"]).splitlines() if re.match(r"^\w+\s*(:[^=]*)?=", line)]
     for line in assigned:
         assert "  # " in line, f"parameter without a comment: {line}"
     # papermill must parse every line (a comment with '=' in it hides the parameter from it)

@@ -11,12 +11,19 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Self
 
+import numpy as np
+import pandas as pd
+
+from utils.core.data import assign_folds, distractor_mask, read_postings, read_training, read_truth, scored_rows
 from utils.core.io import write_json
-from utils.core.schema import ConfigError, param
+from utils.core.metric import score
+from utils.core.schema import ConfigError, from_namespace, param
 from utils.core.store import RunStore
 
 _PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "faiss-cpu", "wordllama", "papermill", "torch", "timm",
@@ -60,6 +67,11 @@ class RunParams:
                                               "<run_dir>/<stage>/")
     out_dir: str | None = shared("out_dir")
 
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]) -> Self:
+        """The stage's typed parameters from a notebook's globals (after papermill injected its values)."""
+        return from_namespace(cls, namespace)
+
 
 @dataclass
 class Stage:
@@ -77,6 +89,42 @@ def open_stage(name: str, params: RunParams) -> Stage:
     """The opening every stage shares: INFO logging of `utils`, a step timer, the run store writing `name`."""
     setup_logging()
     return Stage(RunStore(params.run_dir, name, params.out_dir), Steps())
+
+
+@dataclass
+class Pool:
+    """What a matching stage tunes on and predicts: the training pool (labelled rows and any distractors) with
+    its labels, the rows tuned on and scored (`scored`: the labelled ones) and their folds, and the test split."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    labels: np.ndarray
+    scored: np.ndarray
+    folds: np.ndarray
+
+    @property
+    def distractors(self) -> int:
+        return int(distractor_mask(self.train).sum())
+
+
+def read_pool(params: Any, test_images: str = "") -> Pool:
+    """The opening 04 and 05 share: the training pool of `params` (train_csv, test_csv, distractors,
+    distractors_csv, n_folds, seed), its labels, scored rows and GroupKFold folds, and the test postings."""
+    train = read_training(params.train_csv, params.test_csv, params.distractors, test_images,
+                          distractors_csv=params.distractors_csv)
+    return Pool(train=train, test=read_postings(params.test_csv), labels=train["label_group"].to_numpy(),
+                scored=scored_rows(train), folds=assign_folds(train, n_splits=params.n_folds, seed=params.seed))
+
+
+def test_scores(test_labels_csv: str, test: pd.DataFrame, matches) -> dict:
+    """The closing 04 and 05 share: F1, precision and recall of the test matches against the test labels (rows
+    marked Ignored are not scored); {} when the labels are unknown ("")."""
+    if not test_labels_csv:
+        return {}
+    truth, judged = read_truth(test_labels_csv, test["posting_id"].to_numpy())
+    s = score(matches, truth, judged)
+    print(f"test F1 {s.f1:.4f}  precision {s.precision:.4f}  recall {s.recall:.4f}")
+    return {"test_scored_rows": len(judged), "test_f1": s.f1, "test_precision": s.precision, "test_recall": s.recall}
 
 
 def setup_logging() -> None:
