@@ -12,7 +12,7 @@ import resource
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Self
@@ -79,10 +79,15 @@ class Stage:
 
     store: RunStore
     steps: Steps
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def out(self) -> Path:
         return self.store.out
+
+    def seconds(self) -> float:
+        """Seconds since the stage opened."""
+        return time.perf_counter() - self.started
 
 
 def open_stage(name: str, params: RunParams) -> Stage:
