@@ -174,3 +174,18 @@ def test_torch_geometric_leaves_no_generated_sources(tmp_path):
     code = "from utils.valuation.market import MarketGraph; MarketGraph(4, 3, 2)"
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
     assert not list(tmp_path.glob("*.py"))
+
+
+def test_an_unreadable_photo_counts_as_missing_and_is_named(tmp_path, caplog):
+    from PIL import Image
+
+    from utils.valuation.features import Backbone, listing_images
+
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(tmp_path / "good.png")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
+    df = pd.DataFrame({"image": ["good.png", "bad.jpg", ""]})
+    backbone = Backbone(backbone="resnet10t", weights=None, size=32, stage=1)
+    with caplog.at_level("WARNING"):
+        *_, has_image = listing_images(df, str(tmp_path), backbone, progress_bar=False)
+    assert has_image.tolist() == [True, False, False]
+    assert "1 photo(s) cannot be read" in caplog.text and "bad.jpg" in caplog.text

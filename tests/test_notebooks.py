@@ -30,6 +30,10 @@ def test_notebook_hygiene(nb):
     assert len(pm.inspect_notebook(str(nb))) == len(assigned)
     assert not any(c.get("outputs") or c.get("execution_count") for c in cells if c["cell_type"] == "code")
     assert "run_dir" in pm.inspect_notebook(str(nb))
+    # the library computes: no notebook defines a function or class, each reads its typed parameters once
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code" and c is not tagged[0])
+    assert not re.search(r"^\s*(def|class|async def) |lambda\b", code, re.M), "a notebook defines no functions"
+    assert ".Params.from_namespace(globals())" in code
 
 
 def demo_config(data_dir, run_dir, **stage_overrides):

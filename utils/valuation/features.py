@@ -162,9 +162,25 @@ def listing_images(df: pd.DataFrame, images_dir: str | None, backbone: Backbone,
                    progress_bar: bool = True) -> tuple[torch.Tensor, ...]:
     """Pixels, feature maps, pooled features and has_image of every listing's photo (column `image`)."""
     files = df["image"].tolist() if "image" in df and images_dir else [""] * len(df)
-    paths = [str(Path(images_dir) / f) if f else None for f in files]
+    paths = [str(Path(images_dir) / f) if isinstance(f, str) and f else None for f in files]
+    bad = [i for i, p in enumerate(paths) if p and Path(p).is_file() and not _opens(p)]
+    if bad:
+        log.warning("%d photo(s) cannot be read as images and count as missing (rows %s, e.g. %s)", len(bad),
+                    bad[:10], paths[bad[0]])
+        for i in bad:
+            paths[i] = None
     pixels, maps, pooled = image_features(paths, backbone, disable=not progress_bar)
     return pixels, maps, pooled, torch.tensor([bool(p) and Path(p).is_file() for p in paths])
+
+
+def _opens(path: str) -> bool:
+    """Whether PIL reads the file as an image (a truncated or non-image file does not)."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except (OSError, SyntaxError, ValueError):  # PIL's errors for unreadable, truncated or malformed files
+        return False
 
 
 def _ids(values: pd.Series, vocab: list[str]) -> torch.Tensor:
