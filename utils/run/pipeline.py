@@ -10,18 +10,23 @@ outputs; one pipeline at a time holds a run folder.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
 import papermill as pm
 import yaml
+from papermill.iorw import load_notebook_node
+from papermill.parameterize import parameterize_notebook
 
 from utils.core.cli import boundary
 from utils.core.io import write_json
@@ -31,6 +36,7 @@ from utils.core.schema import ConfigError, validate
 from utils.core.store import STAMP, RunStore
 from utils.stages import params_class
 
+from . import history
 from .cache import fingerprint, outputs_manifest, run_lock
 from .stages import NAMES, markdown_table, stage
 
@@ -130,7 +136,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
                 raise ConfigError("--set run= needs a run name (a folder under outputs/runs/) or an absolute path")
             cfg["run"] = str(value)
         elif rest and head in cfg["stages"]:
-            cfg["stages"][head][rest] = value
+            _set_nested(cfg["stages"][head], rest, value, key)
         elif rest and head == "data":
             cfg["data"][rest] = value
         elif not rest:
@@ -140,6 +146,20 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
                               "nor 'data'")
     validate_config(cfg, str(path))
     return cfg
+
+
+def _set_nested(section: dict, dotted: str, value: object, key: str) -> None:
+    """`--set stage.a.b=v`: set `b` inside the mapping `a` of the stage's section (created when absent), so one
+    field of a model's settings changes without restating the others."""
+    *path, last = dotted.split(".")
+    for part in path:
+        inner = section.setdefault(part, {})
+        if inner is None:
+            inner = section[part] = {}
+        if not isinstance(inner, dict):
+            raise ConfigError(f"--set {key}: {part!r} holds {inner!r}, not a mapping of keys")
+        section = inner
+    section[last] = value
 
 
 def validate_config(cfg: dict, where: str) -> None:
@@ -330,10 +350,15 @@ def key_metric(run_dir: Path, stage: str) -> tuple[str, object]:
     return key or "", round(value, 4) if isinstance(value, float) else value
 
 
-def run(cfg: dict, stages: list[str] | None = None, force: bool = False, verbose: bool = False) -> list[dict]:
-    """Run the configured chain (or `stages` of it) in order and return the summary rows."""
+def run(cfg: dict, stages: list[str] | None = None, force: bool = False, verbose: bool = False,
+        reuse: str | None = None) -> list[dict]:
+    """Run the configured chain (or `stages` of it) in order and return the summary rows. With `reuse` (another
+    run's name), a stage that is up to date there under this config is copied from it instead of recomputed."""
     validate_config(cfg, f"config {cfg.get('run')!r}")
     run_dir = RUNS / cfg["run"]
+    source = RUNS / reuse if reuse else None
+    if source is not None and (not source.is_dir() or source.resolve() == run_dir.resolve()):
+        raise ConfigError(f"--from {reuse}: " + ("the run itself" if source.is_dir() else f"no run at {source}"))
     chain = [s for s in NAMES if s in cfg["stages"]]
     if stages:
         bad = set(stages) - set(chain)
@@ -346,14 +371,16 @@ def run(cfg: dict, stages: list[str] | None = None, force: bool = False, verbose
                 os.replace(previous, run_dir / previous.name.removesuffix(".previous"))
         shutil.rmtree(run_dir / STAGING, ignore_errors=True)  # left by a killed run: staged outputs, kernel files
         try:
-            summary = _run_chain(cfg, chain, run_dir, force, verbose)
+            summary = _run_chain(cfg, chain, run_dir, force, verbose, source)
         finally:
             shutil.rmtree(run_dir / STAGING, ignore_errors=True)
     return summary
 
 
-def _run_chain(cfg: dict, chain: list[str], run_dir: Path, force: bool, verbose: bool) -> list[dict]:
-    """The stages in order, each skipped when up to date; then the last stage's submission is published."""
+def _run_chain(cfg: dict, chain: list[str], run_dir: Path, force: bool, verbose: bool,
+               source: Path | None = None) -> list[dict]:
+    """The stages in order, each skipped when up to date (or copied from `source` when up to date there); then
+    the last stage's submission is published."""
     ensure_data(cfg["data"])
     cfg = {**cfg, "data": public_test_guard(cfg["data"], run_dir)}
     summary = []
@@ -364,19 +391,81 @@ def _run_chain(cfg: dict, chain: list[str], run_dir: Path, force: bool, verbose:
             print(f"{prefix}: up to date, skipped (use --force to re-run)", flush=True)
             summary.append({"stage": name, "status": "cached", "seconds": 0.0, **_metric(run_dir, name)})
             continue
+        if not force and source is not None and _reusable(cfg, source, name, upstream):
+            _reuse(source, run_dir, name, (params, upstream, fp, state))
+            print(f"{prefix}: up to date in {source.name}, reused (linked, not recomputed)", flush=True)
+            summary.append({"stage": name, "status": f"from {source.name}", "seconds": 0.0, **_metric(run_dir, name)})
+            continue
         if state == EDITED:
             print(f"{prefix}: its outputs changed since it ran (a file edited, added or deleted): re-running",
                   flush=True)
-        if sys.stdout.isatty():  # on a terminal the line is overwritten by its result; logs get one line a stage
-            print(f"{prefix}: running ...", end="\r", flush=True)
         t0 = time.perf_counter()
         stamp = {"fingerprint": fp, "run_id": uuid.uuid4().hex, "upstream": upstream, "parameters": params}
-        run_stage(name, params, run_dir, stamp, verbose)
+        with heartbeat(prefix, enabled=sys.stdout.isatty() and not verbose):
+            run_stage(name, params, run_dir, stamp, verbose)
         seconds = time.perf_counter() - t0
         print(f"{prefix}: done in {seconds:.1f}s", flush=True)
-        summary.append({"stage": name, "status": "ran", "seconds": round(seconds, 1), **_metric(run_dir, name)})
+        metric = _metric(run_dir, name)
+        history.record(run_dir, name, seconds, params, metric["metric"], metric["value"],
+                       run_dir.parent / "history.csv")
+        summary.append({"stage": name, "status": "ran", "seconds": round(seconds, 1), **metric})
     _publish_submission(cfg, run_dir)
     return summary
+
+
+def _reusable(cfg: dict, source: Path, name: str, upstream: dict) -> bool:
+    """Whether another run holds this stage up to date under this config, computed from the same upstream runs
+    as this run's (a stage recomputed here makes every stage below it differ from the other run's)."""
+    _, source_upstream, _, state = _state({**cfg, "run": str(source)}, source, name)
+    return state == CURRENT and source_upstream == upstream
+
+
+def _reuse(source: Path, run_dir: Path, name: str, state: tuple[dict, dict, str, str]) -> None:
+    """Copy (hard links where the file system allows) a stage's outputs and executed notebook from another run,
+    and stamp them with this run's fingerprint, so that the stage reads as up to date here."""
+    params, upstream, fp, _ = state
+    target = run_dir / name
+    staging = run_dir / STAGING / f"{name}.reused"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source / name, staging, copy_function=_link_or_copy)
+    old = RunStore(source).stamp(name)
+    write_json(staging / STAMP, {**old, "fingerprint": fp, "upstream": upstream, "parameters": params,
+                                 "reused_from": str(source), "outputs": outputs_manifest(staging, skip=(STAMP,))})
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    executed = source / "notebooks" / f"{name}.ipynb"
+    if executed.exists():
+        (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(executed, run_dir / "notebooks" / f"{name}.ipynb")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+@contextmanager
+def heartbeat(prefix: str, enabled: bool, every: float = 1.0) -> Iterator[None]:
+    """On a terminal, keep one line alive while a stage runs ("[3/6] 03_knn: running 42s"); off in logs."""
+    if not enabled:
+        yield
+        return
+    done = threading.Event()
+    t0 = time.perf_counter()
+
+    def beat() -> None:
+        while not done.wait(every):
+            print(f"{prefix}: running {time.perf_counter() - t0:.0f}s", end="\r", flush=True)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 CURRENT, EDITED, STALE = "current", "outputs edited", "stale"
@@ -423,6 +512,24 @@ def _publish_submission(cfg: dict, run_dir: Path) -> None:
     print(f"submission: {store.publish_submission(source)} (from {source}{figure})", flush=True)
 
 
+def write_notebook(cfg: dict, name: str, folder: str | Path | None = None) -> Path:
+    """A ready-to-run copy of a stage's notebook for Jupyter: the run's parameters injected (absolute paths, so it
+    runs from any folder), written to `folder` (default `<run_dir>/jupyter/`). Run by hand it writes into
+    `<run_dir>/<stage>/`; the next pipeline run sees those outputs as edited and re-runs the stage."""
+    validate_config(cfg, f"config {cfg.get('run')!r}")
+    chain = [s for s in NAMES if s in cfg["stages"]]
+    if name not in chain:
+        raise ConfigError(f"stage {name!r} is not in this config's chain {chain}")
+    run_dir = (RUNS / cfg["run"]).resolve()
+    ensure_data(cfg["data"])
+    params = stage_parameters({**cfg, "data": public_test_guard(cfg["data"], run_dir)}, name, run_dir)
+    nb = parameterize_notebook(load_notebook_node(str(stage(name).notebook)), params)
+    out = Path(folder or run_dir / "jupyter") / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(out))
+    return out
+
+
 def format_summary(rows: list[dict]) -> str:
     header = f"{'stage':<22}{'status':<20}{'seconds':>9}  key metric"
     lines = [header, "-" * len(header)]
@@ -430,6 +537,27 @@ def format_summary(rows: list[dict]) -> str:
         metric = f"{r['metric']} = {r['value']}" if r["metric"] else ""
         lines.append(f"{r['stage']:<22}{r['status']:<20}{r['seconds']:>9.1f}  {metric}")
     return "\n".join(lines)
+
+
+@contextmanager
+def _cell_output(verbose: bool) -> Iterator[None]:
+    """With `verbose`, print the cell output papermill logs at INFO (and its cell markers) on stdout."""
+    if not verbose:
+        yield
+        return
+    logger = logging.getLogger("papermill")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @boundary(takes_verbose=True)
@@ -440,17 +568,37 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
     r.add_argument("--stages", help="comma-separated subset of stages, e.g. 03_knn,04_postprocess")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override: stage.param=v, data.key=v, run=NAME, or param=v for every stage declaring it")
+                   help="override: stage.param=v (stage.a.b=v inside a mapping), data.key=v, run=NAME, or param=v "
+                        "for every stage declaring it")
+    r.add_argument("--from", dest="reuse", metavar="RUN",
+                   help="reuse the stages of another run that are up to date there under this config (linked, "
+                        "not recomputed): try a variant without retraining")
     r.add_argument("--force", action="store_true", help="re-run stages even when up to date")
     r.add_argument("--verbose", action="store_true", help="stream every cell's output, progress bars and kernel logs")
+    nb = sub.add_parser("notebook", help="write a stage's notebook with a run's parameters injected, for Jupyter")
+    nb.add_argument("stage", help="e.g. 04_postprocess")
+    nb.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/demo.yaml")
+    nb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, as in run")
+    nb.add_argument("--out", help="folder to write it to (default: <run_dir>/jupyter/)")
+    c = sub.add_parser("compare", help="two runs' metrics side by side")
+    c.add_argument("runs", nargs=2, metavar="RUN", help="run names (folders under outputs/runs/) or paths")
     sub.add_parser("stages", help="print the stage table (name, job, reads, writes)")
     args = ap.parse_args(argv)
     if args.cmd == "stages":
         print(markdown_table())
         return 0
+    if args.cmd == "compare":
+        print(history.compare(*args.runs))
+        return 0
+    if args.cmd == "notebook":
+        path = write_notebook(load_config(args.config, args.set), args.stage, args.out)
+        print(f"{path}\nopen it with: jupyter lab {path}")
+        return 0
     try:
-        cfg = load_config(args.config, args.set)
-        rows = run(cfg, args.stages.split(",") if args.stages else None, force=args.force, verbose=args.verbose)
+        with _cell_output(args.verbose):
+            cfg = load_config(args.config, args.set)
+            rows = run(cfg, args.stages.split(",") if args.stages else None, force=args.force,
+                       verbose=args.verbose, reuse=args.reuse)
     except StageFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
