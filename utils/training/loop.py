@@ -204,7 +204,8 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
     history: list[dict] = []
     val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg) if val_df is not None else (float("nan"),) * 2
     history.append({"epoch": 0, "loss": float("nan"), "val_f1": val_f1, "val_threshold": val_thr, "seconds": 0.0})
-    log.info("epoch 0 (untrained): val F1 %.4f", val_f1)
+    run = f"{cfg.modality} model, " + (f"fold{cfg.fold} of {cfg.n_folds}" if cfg.fold >= 0 else "all rows")
+    log.info("%s: epoch 0 (untrained): val F1 %.4f", run, val_f1)
     best = -1.0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -237,7 +238,7 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_f1": val_f1, "val_threshold": val_thr,
                "steps": len(losses), "skipped_steps": skipped, "seconds": round(time.perf_counter() - t0, 1)}
         history.append(row)
-        log.info("epoch %d: loss %.4f, val F1 %.4f", epoch, row["loss"], val_f1)
+        log.info("%s: epoch %d/%d: loss %.4f, val F1 %.4f", run, epoch, cfg.epochs, row["loss"], val_f1)
         ckpt = {"config": asdict(cfg), "state_dict": encoder.state_dict(), "epoch": epoch, "history": history}
         torch.save(ckpt, out_dir / "last.pt")
         score_now = val_f1 if val_df is not None else float(epoch)
