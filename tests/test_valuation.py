@@ -284,8 +284,13 @@ def test_valuation_notebook_on_generated_market_and_the_saved_model_reproduces_i
     m = json.loads((out / "metrics.json").read_text())
     models = {r["model"] for r in m["comparison"]}
     assert {"lightgbm log price", "lightgbm log(price/anchor)", "ridge log price", "ridge log(price/anchor)",
-            "anchor x category median", "direct price (same encoders)", "HMG-Net (anchor)"} == models
+            "anchor x category median", "direct price (same encoders)", "HMG-Net (anchor)", "HMG-Net deep only",
+            "HMG-Net wide + deep"} == models
     main = next(r for r in m["comparison"] if r["model"] == "HMG-Net (anchor)")
+    # wide "auto": the variant with the lower validation RMSLE is HMG-Net
+    chosen, other = ("HMG-Net wide + deep", "HMG-Net deep only")[::1 if m["wide"] else -1]
+    assert m["validation_rmsle"][chosen] <= m["validation_rmsle"][other]
+    assert next(r for r in m["comparison"] if r["model"] == chosen)["rmsle"] == pytest.approx(main["rmsle"])
     other = next(r for r in m["comparison"] if r["model"] == "ridge log price")
     assert other["diff_lo"] <= other["diff"] <= other["diff_hi"] and main["diff"] == 0
     assert m["splits"] == ["seed 0", "seed 1"] and m["interval"]["test_rows"] == 40
@@ -429,3 +434,59 @@ def test_used_phones_log_prices_map_to_prices():
     np.testing.assert_allclose(df["price"], np.exp(raw["normalized_used_price"]))
     np.testing.assert_allclose(df["msrp"], np.exp(raw["normalized_new_price"]))
     np.testing.assert_allclose(df["age_years"], 2021 - raw["release_year"])
+
+
+def _wide_frame(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    words = np.array(["red phone", "blue phone case", "old laptop", "new laptop bag"])
+    return pd.DataFrame({"listing_id": [f"l{i}" for i in range(n)], "title": words[rng.integers(0, 4, n)],
+                         "category": np.where(np.arange(n) % 3 == 0, "a", "b"), "msrp": 100.0,
+                         "price": rng.uniform(20, 90, n), "age_years": rng.uniform(0, 5, n)})
+
+
+def test_the_wide_part_is_the_ridge_baseline_and_survives_saving():
+    from utils.valuation.baselines import ridge_price
+    from utils.valuation.features import estimate_anchor
+    from utils.valuation.wide import WideModel, out_of_fold
+
+    df, train, test = _wide_frame(), np.arange(40), np.arange(40, 60)
+    anchor, estimated = estimate_anchor(df, train)
+    wide = WideModel.fit(df, train, anchor, estimated, ["age_years"])
+    # the same matrix and Ridge as the baseline "ridge log(price/anchor)": the same test prices
+    np.testing.assert_allclose(anchor[test] * np.exp(wide.predict(df.iloc[test], anchor[test], estimated[test])),
+                               ridge_price(df, train, test, ["age_years"], target="log(price/anchor)"), rtol=1e-5)
+    again = WideModel.from_dict(json.loads(json.dumps(wide.to_dict())))  # through model.json
+    np.testing.assert_allclose(again.predict(df, anchor, estimated), wide.predict(df, anchor, estimated))
+    oof = out_of_fold(df, train, anchor, estimated, ["age_years"])
+    in_sample = wide.predict(df.iloc[train], anchor[train], estimated[train])
+    y = np.log(df["price"].to_numpy()[train] / anchor[train])
+    assert oof.shape == (40,) and np.abs(oof - y).mean() > np.abs(in_sample - y).mean()  # not fitted on itself
+
+
+def test_an_untrained_wide_and_deep_model_prices_as_the_ridge():
+    from utils.valuation.features import Preprocessor
+    from utils.valuation.fit import predict
+    from utils.valuation.model import HMGConfig, HMGNet
+
+    df = _wide_frame()
+    pre = Preprocessor.fit(df, np.arange(40), ["case"], ["age_years"])
+    inputs = pre.transform(df, progress_bar=False)
+    cfg = HMGConfig(dsca=False, structure=False, global_image=False, market=False, wide=True)
+    out = predict(HMGNet(cfg, inputs), np.arange(60))
+    np.testing.assert_allclose(out["price"], inputs.anchor.numpy() * np.exp(inputs.wide.numpy()), rtol=1e-5)
+    with pytest.raises(ValueError, match="direct head has none"):
+        HMGNet(HMGConfig(head="direct", wide=True), inputs)
+
+
+def test_mondrian_bounds_per_group_with_a_fallback():
+    from utils.valuation.metrics import IntervalBounds, calibrate
+
+    y = np.ones(30)
+    p = np.r_[np.full(20, np.e - 1), np.ones(10)]  # group a: log residuals log(2) - 1; group b: 0
+    groups = np.array(["a"] * 20 + ["b"] * 10)
+    b = calibrate(y, p, 0.8, groups, "category", min_rows=20)
+    assert set(b.groups) == {"a"} and b.groups["a"] == pytest.approx((np.log(2) - 1, np.log(2) - 1))
+    lo, hi = b.for_rows(np.array(["a", "b", "c"]))
+    assert lo[0] == pytest.approx(np.log(2) - 1) and lo[1] == lo[2] == b.overall[0]  # b, c: too few / unseen
+    assert IntervalBounds.from_dict(b.to_dict()) == b
+    assert calibrate(y, p, 0.8).for_rows(None) == b.overall

@@ -4,7 +4,7 @@ and a saved model."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from utils.core.io import records, write_csv
-from utils.core.schema import ConfigError, at_least, in_unit, param
+from utils.core.schema import ConfigError, at_least, in_unit, one_of, param
 from utils.core.store import VALUATION
 from utils.valuation import compare as cmp
 from utils.valuation import experiments as ex
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAIN = "HMG-Net (anchor)"  # the model every other is compared with
 DIRECT = "direct price (same encoders)"  # HMG-Net's encoders with a head that predicts the price itself
+DEEP, WIDE = "HMG-Net deep only", "HMG-Net wide + deep"  # with wide "auto": both, the better on validation is MAIN
 
 
 @dataclass
@@ -72,9 +73,17 @@ class Params(RunParams):
     seeds: list[int] = param([0, 1, 2], "seeds of the fraction and few-shot runs")
     attribution_listings: int = param(60, "defect listings of the first split's test rows scored by the pointing "
                                           "game")
+    wide: bool | str = param("auto", "a Ridge on sparse words the network corrects: True, False, \"auto\" "
+                                     "(validation picks)")
+    interval_by: str | None = param("category", "Mondrian intervals: bounds per value of this column (None: one "
+                                                "for all)")
+    min_group_rows: int = param(20, "calibration rows a group needs for its own interval bounds (else the "
+                                    "overall ones)")
 
     def __post_init__(self) -> None:
         at_least("epochs", self.epochs)
+        one_of("wide", self.wide, (True, False, "auto"))
+        at_least("min_group_rows", self.min_group_rows, 2)
         for name in ("val_share", "cal_share", "test_share", "interval_level"):
             in_unit(name, getattr(self, name))
         if not self.splits:
@@ -172,15 +181,23 @@ def runs_ablation(params: Params, study: Study) -> bool:
 
 
 def compare_models(params: Params, study: Study) -> tuple[cmp.Comparison, pd.DataFrame]:
-    """HMG-Net, its direct-price head, the ablation's variants (when it runs) and the baselines on every split;
-    and the summary table against HMG-Net (the ablation's variants are left to the ablation table)."""
-    main = main_config(params)
-    variants = {MAIN: main, DIRECT: HMGConfig(**{**main.to_dict(), "head": "direct"})}
+    """HMG-Net (with `wide` "auto": deep only and wide + deep, the one with the lower mean validation RMSLE
+    becoming HMG-Net), its direct-price head, the ablation's variants (when it runs) and the baselines on every
+    split; and the summary table against HMG-Net (the ablation's variants are left to the ablation table)."""
+    deep = main_config(params)
+    variants = {MAIN: replace(deep, wide=params.wide is True)} if params.wide != "auto" else \
+        {DEEP: deep, WIDE: replace(deep, wide=True)}
+    variants[DIRECT] = replace(deep, head="direct")
     ablation = runs_ablation(params, study)
     if ablation:
-        variants.update({name: HMGConfig(**{**main.to_dict(), **switch}) for name, switch in ex.ABLATION.items()})
+        variants.update({name: replace(deep, **switch) for name, switch in ex.ABLATION.items()})
     comparison = cmp.compare(study.df, study.splits, variants, study.inputs_for, study.numeric,
-                             params.interval_level, **fit_args(params))
+                             params.interval_level, params.interval_by, params.min_group_rows, **fit_args(params))
+    if params.wide == "auto":
+        chosen = min((DEEP, WIDE), key=lambda n: float(np.mean(comparison.validation[n])))
+        log.info("validation RMSLE (mean over splits): deep only %.4f, wide + deep %.4f -> HMG-Net is %s",
+                 np.mean(comparison.validation[DEEP]), np.mean(comparison.validation[WIDE]), chosen)
+        comparison = cmp.aliased(comparison, chosen, MAIN)
     preds = comparison.predictions
     left = list(ex.ABLATION) if ablation else []
     table = cmp.summary(preds, study.y, MAIN, models=[m for m in dict.fromkeys(preds["model"]) if m not in left])
@@ -218,7 +235,7 @@ def intervals(params: Params, study: Study, comparison: cmp.Comparison, table: p
     by_split = {s: cmp.interval_coverage(g, study.y) for s, g in main_rows.groupby("split")}
     print(f"{params.interval_level:.0%} interval: coverage {coverage:.3f} over {len(main_rows)} test rows; by split "
           + ", ".join(f"{s} {c:.3f}" for s, c in by_split.items()))
-    best_baseline = table.drop(index=[MAIN, DIRECT])["rmsle"].idxmin()
+    best_baseline = table.drop(index=[n for n in comparison.models if n in table.index])["rmsle"].idxmin()
     groups = {col: cmp.by_group(comparison.predictions, study.y, study.df[col], [MAIN, best_baseline], MAIN)
               for col in params.error_by if col in study.df}
     return Intervals(coverage, by_split, len(main_rows), groups)
@@ -238,7 +255,9 @@ def save(out: Path, params: Params, study: Study, comparison: cmp.Comparison) ->
         "listing_id": study.df["listing_id"].to_numpy()[rows["row"]], "price": rows["price"].to_numpy(),
         "delta": rows["delta"].to_numpy(), f"lo_{round(100 * level)}": rows["lo"].to_numpy(),
         f"hi_{round(100 * level)}": rows["hi"].to_numpy()}))
-    print(f"saved {model_dir}; log-residual bounds {bounds[0]:+.3f} / {bounds[1]:+.3f}")
+    lo, hi = bounds.overall
+    print(f"saved {model_dir}; log-residual bounds {lo:+.3f} / {hi:+.3f}"
+          + (f" ({len(bounds.groups)} {bounds.by} groups with their own)" if bounds.groups else ""))
     return model_dir
 
 
@@ -273,7 +292,7 @@ class AnchorStudy:
 def anchor_study(params: Params, study: Study, comparison: cmp.Comparison) -> AnchorStudy | None:
     if "anchor" not in params.experiments:
         return None
-    first, main = study.first, main_config(params)
+    first, main = study.first, comparison.models[MAIN].cfg
     curves = {k: [h["val_rmsle"] for h in comparison.histories[k]] for k in (MAIN, DIRECT)}
     test_subsets = {k: m[first.test] for k, m in study.subsets.items()}
     fractions = ex.fraction_study(study.inputs, first.train, first.val, first.test, test_subsets, params.fractions,
@@ -405,7 +424,10 @@ def finish(stage: Stage, params: Params, study: Study, results: Results) -> dict
                             "test_rows": iv.test_rows},
                "by_group": {c: records(t) for c, t in iv.by_group.items()},
                "gamma": ex.gamma_of(results.comparison.models[MAIN]), "detectors": results.detectors,
-               "parts": params.parts, "attention": params.attention, "ablation": records(results.ablation),
+               "parts": params.parts, "attention": params.attention,
+               "wide": results.comparison.models[MAIN].cfg.wide,
+               "validation_rmsle": {k: float(np.mean(v)) for k, v in results.comparison.validation.items()},
+               "ablation": records(results.ablation),
                "convergence": anchor and anchor.curves, "fractions": records(anchor and anchor.fractions),
                "few_shot": records(few),
                "few_shot_mean": None if few is None else few.groupby("head")[["rmsle", "mae", "mape"]].mean().to_dict(

@@ -9,13 +9,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
-from sklearn.preprocessing import OneHotEncoder
 
 from .features import estimate_anchor
+from .wide import ALPHA, TextTabular
 
-CATEGORICAL = ("category", "brand", "condition", "location")
 TARGETS = ("log price", "log(price/anchor)")
 
 
@@ -31,23 +29,10 @@ def _target(df: pd.DataFrame, train_idx: np.ndarray, target: str) -> tuple[np.nd
 
 
 def tabular_text_matrix(df: pd.DataFrame, train_idx: np.ndarray, numeric: list[str] = ()) -> sp.csr_matrix:
-    """TF-IDF (word 1-2 grams) of title + description, one-hot categoricals, log anchor and numbers."""
-    text = df.get("title", pd.Series("", index=df.index)) + " " + df.get("description", pd.Series("", index=df.index))
-    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=30_000, sublinear_tf=True)
-    tfidf.fit(text.iloc[train_idx])
-    blocks = [tfidf.transform(text)]
-    cats = [c for c in CATEGORICAL if c in df]
-    if cats:
-        enc = OneHotEncoder(handle_unknown="ignore").fit(df[cats].iloc[train_idx].astype(str))
-        blocks.append(enc.transform(df[cats].astype(str)))
+    """TF-IDF (word 1-2 grams) of title + description, one-hot categoricals, log anchor and numbers, fitted on
+    the training rows (`wide.TextTabular`, the matrix HMG-Net's wide part reads too)."""
     anchor, estimated = estimate_anchor(df, train_idx)
-    nums = [np.log(anchor), estimated.astype(float)] + [df[c].to_numpy(float) for c in numeric if c in df]
-    if "listed_at" in df and df["listed_at"].notna().any():
-        nums.append(((df["listed_at"] - df["listed_at"].min()).dt.days / 365.25).fillna(0).to_numpy())
-    num = np.stack(nums, axis=1)
-    mu, sd = np.nanmean(num[train_idx], axis=0), np.nanstd(num[train_idx], axis=0) + 1e-9
-    blocks.append(sp.csr_matrix(np.nan_to_num((num - mu) / sd)))  # scaled on the training rows (Ridge needs it)
-    return sp.hstack(blocks).tocsr().astype(np.float32)
+    return TextTabular.fit(df, train_idx, anchor, estimated, numeric).transform(df, anchor, estimated)
 
 
 def lightgbm_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray, numeric: list[str] = (),
@@ -69,7 +54,7 @@ def ridge_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray, n
     """Ridge regression of `target` on the TF-IDF + tabular matrix (`X`, as for `lightgbm_price`); test prices."""
     X = tabular_text_matrix(df, train_idx, numeric) if X is None else X
     y, to_price = _target(df, train_idx, target)
-    return to_price(Ridge(alpha=3.0).fit(X[train_idx], y[train_idx]).predict(X[test_idx]), test_idx)
+    return to_price(Ridge(alpha=ALPHA).fit(X[train_idx], y[train_idx]).predict(X[test_idx]), test_idx)
 
 
 def anchor_median_price(df: pd.DataFrame, train_idx: np.ndarray, test_idx: np.ndarray) -> np.ndarray:

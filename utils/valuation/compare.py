@@ -16,7 +16,7 @@ from utils.core.progress import progress
 from . import baselines
 from .features import Inputs
 from .fit import predict, train
-from .metrics import apply_interval, coverage, interval_quantiles, paired_bootstrap, rmsle
+from .metrics import IntervalBounds, apply_interval, calibrate, coverage, paired_bootstrap, rmsle
 from .model import HMGConfig, HMGNet
 
 
@@ -87,30 +87,45 @@ class Comparison:
     predictions: pd.DataFrame
     models: dict[str, HMGNet]
     histories: dict[str, list[dict]]
-    bounds: dict[str, tuple[float, float]]  # first split: conformal log-residual bounds per HMG-Net variant
+    bounds: dict[str, IntervalBounds]  # first split: conformal log-residual bounds per HMG-Net variant
+    validation: dict[str, list[float]]  # best validation RMSLE per HMG-Net variant, one per split (model choice)
 
 
 def compare(df: pd.DataFrame, splits: list[Split], variants: dict[str, HMGConfig],
             inputs_for: Callable[[Split], Inputs], numeric: list[str], level: float = 0.8,
-            **fit_args) -> Comparison:
-    """Every HMG-Net variant (interval calibrated on the split's calibration rows) and every baseline on each
-    split; `inputs_for(split)` encodes the listings with preprocessing fitted on that split's training rows."""
+            interval_by: str | None = None, min_group_rows: int = 20, **fit_args) -> Comparison:
+    """Every HMG-Net variant (interval calibrated on the split's calibration rows, per `interval_by` group where
+    it has `min_group_rows` of them) and every baseline on each split; `inputs_for(split)` encodes the listings
+    with preprocessing fitted on that split's training rows."""
     y = df["price"].to_numpy(float)
-    frames, models, histories, bounds = [], {}, {}, {}
+    groups = df[interval_by].astype(str).to_numpy() if interval_by and interval_by in df else None
+    frames, models, histories, bounds, validation = [], {}, {}, {}, {}
     for k, split in enumerate(progress(splits, desc="splits", unit="split", leave=False)):
         inputs = inputs_for(split)
         for name, cfg in variants.items():
             model, history = train(cfg, inputs, split.train, split.val, seed=split.seed, **fit_args)
-            q = interval_quantiles(y[split.cal], predict(model, split.cal)["price"], level)
+            q = calibrate(y[split.cal], predict(model, split.cal)["price"], level,
+                          None if groups is None else groups[split.cal], interval_by, min_group_rows)
             test = predict(model, split.test)
-            lo, hi = apply_interval(test["price"], q)
+            lo, hi = apply_interval(test["price"], q.for_rows(None if groups is None else groups[split.test]))
+            validation.setdefault(name, []).append(min(h["val_rmsle"] for h in history))
             frames.append(pd.DataFrame({"split": split.name, "row": split.test, "model": name, "price": test["price"],
                                         "delta": test["delta"], "lo": lo, "hi": hi}))
             if k == 0:
                 models[name], histories[name], bounds[name] = model, history, q
         for name, price in baseline_predictions(df, split, numeric).items():
             frames.append(pd.DataFrame({"split": split.name, "row": split.test, "model": name, "price": price}))
-    return Comparison(pd.concat(frames, ignore_index=True), models, histories, bounds)
+    return Comparison(pd.concat(frames, ignore_index=True), models, histories, bounds, validation)
+
+
+def aliased(comparison: Comparison, source: str, name: str) -> Comparison:
+    """The comparison with the variant `source` also under `name` (its rows, model, history and bounds): the
+    variant chosen by validation becomes the model every other is compared with."""
+    rows = comparison.predictions[comparison.predictions["model"] == source].assign(model=name)
+    parts = {k: {**d, name: d[source]} for k, d in (("models", comparison.models), ("histories", comparison.histories),
+                                                     ("bounds", comparison.bounds),
+                                                     ("validation", comparison.validation))}
+    return Comparison(pd.concat([comparison.predictions, rows], ignore_index=True), **parts)
 
 
 def interval_coverage(predictions: pd.DataFrame, y: np.ndarray) -> float:

@@ -36,7 +36,7 @@ def fraction_study(inputs: Inputs, tr: np.ndarray, va: np.ndarray, te: np.ndarra
             res = []
             for seed in seeds:
                 sub = np.random.default_rng(seed).permutation(tr)[:max(8, int(round(frac * len(tr))))]
-                cfg = HMGConfig(**{**base.to_dict(), "head": head})
+                cfg = HMGConfig(**{**base.to_dict(), "head": head, "wide": base.wide and head == "depreciation"})
                 model, _ = train(cfg, inputs, sub, va, seed=seed, **fit_args)
                 res.append(evaluate(inputs.price.numpy()[te], predict(model, te)["price"], subsets))
             rows.append({"fraction": frac, "train_rows": len(sub), "head": head,
@@ -83,7 +83,7 @@ def few_shot(inputs: Inputs, pool: np.ndarray, te: np.ndarray, n_rows: int, seed
         sub = np.random.default_rng(seed).permutation(pool)[:n_rows]
         n_val = max(2, n_rows // 5)
         for head in ("depreciation", "direct"):
-            cfg = HMGConfig(**{**base.to_dict(), "head": head})
+            cfg = HMGConfig(**{**base.to_dict(), "head": head, "wide": base.wide and head == "depreciation"})
             model, _ = train(cfg, inputs, sub[n_val:], sub[:n_val], seed=seed, **fit_args)
             rows.append({"seed": seed, "head": head, **scores(y[te], predict(model, te)["price"])})
     return pd.DataFrame(rows)

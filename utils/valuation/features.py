@@ -14,6 +14,7 @@ from PIL import Image
 from utils.core.progress import progress
 
 from .structure import DEFAULT_DEFECTS, parse_claims
+from .wide import WideModel, out_of_fold
 
 log = logging.getLogger(__name__)
 CATEGORICAL = ("category", "brand", "condition")  # entity side; location and time belong to the market graph
@@ -39,6 +40,7 @@ class Inputs:
     location: torch.Tensor | None = None  # [N] ids for the market graph, 0 = unknown
     month: torch.Tensor | None = None  # [N] months since the first listing
     sizes: dict[str, int] = field(default_factory=dict)  # vocabulary size per categorical column
+    wide: torch.Tensor | None = None  # [N] the wide part's log(price / anchor) (out of fold on training rows)
 
 
 @dataclass
@@ -207,6 +209,7 @@ class Preprocessor:
     image: dict | None = None  # Backbone arguments when the model reads photos
     month_origin: tuple[int, int] | None = None  # (year, month) of the first training listing
     months: int = 0  # months spanned by the training listings
+    wide: WideModel | None = None  # the Ridge of log(price / anchor) on sparse words, attributes and numbers
 
     @classmethod
     def fit(cls, df: pd.DataFrame, train_idx: np.ndarray, accessories: list[str], numeric: list[str] = (),
@@ -222,6 +225,8 @@ class Preprocessor:
             first, last = train["listed_at"].min(), train["listed_at"].max()
             pre.month_origin = (int(first.year), int(first.month))
             pre.months = int(_months(pd.Series([last]), pre.month_origin).iloc[0]) + 1
+        if "price" in df:
+            pre.wide = WideModel.fit(df, train_idx, *anchor.apply(df), numeric)
         return pre
 
     def to_dict(self) -> dict:
@@ -230,7 +235,8 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessor:
         origin = tuple(d["month_origin"]) if d.get("month_origin") else None
-        return cls(**{**d, "anchor": AnchorTable(**d["anchor"]), "month_origin": origin})
+        wide = WideModel.from_dict(d["wide"]) if d.get("wide") else None
+        return cls(**{**d, "anchor": AnchorTable(**d["anchor"]), "month_origin": origin, "wide": wide})
 
     def transform(self, df: pd.DataFrame, images_dir: str | None = None, backbone: Backbone | None = None,
                   progress_bar: bool = True, images: tuple[torch.Tensor, ...] | None = None) -> Inputs:
@@ -253,6 +259,8 @@ class Preprocessor:
                         defect_mentioned=torch.tensor((parse_claims(text, DEFAULT_DEFECTS) > 0).any(1),
                                                       dtype=torch.float32),
                         price=torch.tensor(price, dtype=torch.float32), sizes=sizes)
+        if self.wide is not None:
+            inputs.wide = torch.tensor(self.wide.predict(df, anchor, estimated), dtype=torch.float32)
         if self.image is not None:
             inputs.pixels, inputs.patches, inputs.pooled, inputs.has_image = images or listing_images(
                 df, images_dir, backbone or Backbone(**self.image), progress_bar)
@@ -287,6 +295,11 @@ class SplitInputs:
         if split.name not in self.encoded:
             self.preprocessors[split.name] = Preprocessor.fit(self.df, split.train, self.accessories, self.numeric,
                                                               self.image if self.images_dir else None)
-            self.encoded[split.name] = self.preprocessors[split.name].transform(self.df, self.images_dir,
-                                                                                self.backbone, images=self.photos)
+            pre = self.preprocessors[split.name]
+            inputs = pre.transform(self.df, self.images_dir, self.backbone, images=self.photos)
+            if inputs.wide is not None:  # training rows: the wide part's prediction from a Ridge not fitted on them
+                anchor, estimated = pre.anchor.apply(self.df)
+                inputs.wide[split.train] = torch.tensor(out_of_fold(self.df, split.train, anchor, estimated,
+                                                                    pre.numeric, seed=split.seed), dtype=torch.float32)
+            self.encoded[split.name] = inputs
         return self.encoded[split.name]

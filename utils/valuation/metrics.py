@@ -3,6 +3,8 @@ of an RMSLE difference over several splits."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 
@@ -46,6 +48,44 @@ def apply_interval(p: np.ndarray, bounds: tuple[float, float]) -> tuple[np.ndarr
     0, so neither is the lower bound (log1p space puts it below 0 for cheap items)."""
     p = np.asarray(p, float)
     return np.maximum(np.expm1(np.log1p(p) + bounds[0]), 0.0), np.expm1(np.log1p(p) + bounds[1])
+
+
+@dataclass
+class IntervalBounds:
+    """Conformal log-residual bounds: `overall` for every row, and (Mondrian) one pair per value of the column
+    `by` that had enough calibration rows; a row of another value, or without the column, gets `overall`."""
+
+    overall: tuple[float, float]
+    by: str | None = None
+    groups: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def for_rows(self, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The (lower, upper) bound of each row, given its group values (None: every row gets `overall`)."""
+        if groups is None:
+            return self.overall
+        pairs = np.array([self.groups.get(str(g), self.overall) for g in groups], dtype=float).reshape(-1, 2)
+        return pairs[:, 0], pairs[:, 1]
+
+    def to_dict(self) -> dict:
+        return {"bounds": list(self.overall), "by": self.by, "groups": {g: list(b) for g, b in self.groups.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> IntervalBounds:
+        return cls(tuple(d["bounds"]), d.get("by"), {g: tuple(b) for g, b in (d.get("groups") or {}).items()})
+
+
+def calibrate(cal_y: np.ndarray, cal_p: np.ndarray, level: float = 0.8, groups: np.ndarray | None = None,
+              by: str | None = None, min_rows: int = 20) -> IntervalBounds:
+    """Split-conformal bounds on the calibration rows; with `groups`, Mondrian: each group with at least `min_rows`
+    calibration rows gets its own bounds (a group's errors need not be the average's), the others the overall."""
+    bounds = IntervalBounds(interval_quantiles(cal_y, cal_p, level), by if groups is not None else None)
+    if groups is not None:
+        groups = np.asarray(groups).astype(str)
+        for g in np.unique(groups):
+            rows = groups == g
+            if rows.sum() >= min_rows:
+                bounds.groups[str(g)] = interval_quantiles(np.asarray(cal_y)[rows], np.asarray(cal_p)[rows], level)
+    return bounds
 
 
 def interval(cal_y: np.ndarray, cal_p: np.ndarray, p: np.ndarray, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:

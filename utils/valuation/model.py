@@ -42,6 +42,7 @@ class HMGConfig:
     dim: int = 64
     claim_weight: float = 0.3  # weight of the text's supervision of the image detectors (accessories, defects)
     gamma: float = 1.0  # initial market weight
+    wide: bool = False  # the depreciation head starts from the wide part (a Ridge on sparse words) and corrects it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +66,10 @@ class HMGNet(nn.Module):
         super().__init__()
         if cfg.head not in ("depreciation", "direct"):
             raise ValueError(f"head must be depreciation or direct, got {cfg.head!r}")
+        if cfg.wide and cfg.head != "depreciation":
+            raise ValueError("the wide part corrects the depreciation head; the direct head has none")
+        if cfg.wide and inputs.wide is None:
+            raise ValueError("the wide part needs the inputs' wide predictions (a Preprocessor fitted on prices)")
         self.cfg, d = cfg, cfg.dim
         images = inputs.patches is not None
         self.use_dsca, self.use_structure = cfg.dsca and images, cfg.structure and images
@@ -102,7 +107,7 @@ class HMGNet(nn.Module):
             for name, t in reference.items():
                 self.register_buffer(f"ref_{name}", t.clone())
             market_dim = 32
-        self.head = DepreciationHead(entity, market_dim, cfg.gamma) if cfg.head == "depreciation" else \
+        self.head = DepreciationHead(entity, market_dim, cfg.gamma, cfg.wide) if cfg.head == "depreciation" else \
             DirectHead(entity, market_dim, init_log_price)
         self.inputs = inputs
 
@@ -155,5 +160,6 @@ class HMGNet(nn.Module):
             g = (pooled if pooled is not None else inp.pooled[idx]).float()
             parts.append(self.image(g) * inp.has_image[idx].float().unsqueeze(-1))
         e_market = self._market(idx) if self.use_market else None
-        price, delta, scores = self.head(inp.anchor[idx], torch.cat(parts, dim=-1), e_market)
+        wide = inp.wide[idx] if self.cfg.wide else None
+        price, delta, scores = self.head(inp.anchor[idx], torch.cat(parts, dim=-1), e_market, wide)
         return {"price": price, "delta": delta, **scores, **out}

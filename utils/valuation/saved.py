@@ -23,7 +23,7 @@ from .explain import feature_effects, top_effects
 from .features import Backbone, Preprocessor
 from .fit import predict
 from .listings import MISSING
-from .metrics import apply_interval
+from .metrics import IntervalBounds, apply_interval
 from .model import HMGConfig, HMGNet
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,18 @@ CONFIG_FILE, WEIGHTS_FILE = "model.json", "weights.safetensors"
 FORMAT = 1
 
 
-def save_model(folder: str | Path, model: HMGNet, pre: Preprocessor, bounds: tuple[float, float], level: float,
-               mapping: dict | None = None, info: dict | None = None) -> Path:
-    """Write `model` with its preprocessing and interval bounds (`metrics.interval_quantiles`) to `folder`."""
+def save_model(folder: str | Path, model: HMGNet, pre: Preprocessor, bounds: IntervalBounds | tuple[float, float],
+               level: float, mapping: dict | None = None, info: dict | None = None) -> Path:
+    """Write `model` with its preprocessing and interval bounds (`metrics.calibrate`, or one overall pair) to
+    `folder`; the wide part goes with it only when the model uses it."""
+    bounds = bounds if isinstance(bounds, IntervalBounds) else IntervalBounds(tuple(bounds))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE))
-    write_json(folder / CONFIG_FILE, {"format": FORMAT, "config": model.cfg.to_dict(), "preprocessor": pre.to_dict(),
-                                      "interval": {"level": level, "bounds": list(bounds)}, "mapping": mapping,
+    preprocessor = {**pre.to_dict(), "wide": pre.to_dict()["wide"] if model.cfg.wide else None}
+    write_json(folder / CONFIG_FILE, {"format": FORMAT, "config": model.cfg.to_dict(), "preprocessor": preprocessor,
+                                      "interval": {"level": level, **bounds.to_dict()}, "mapping": mapping,
                                       "info": info or {}})
     return folder
 
@@ -52,7 +55,7 @@ class Valuer:
     pre: Preprocessor
     state: dict
     level: float
-    bounds: tuple[float, float]
+    bounds: IntervalBounds
     mapping: dict | None
 
     @classmethod
@@ -73,7 +76,8 @@ class Valuer:
                             "not this model's") from None
         try:
             return cls(HMGConfig(**meta["config"]), Preprocessor.from_dict(meta["preprocessor"]), state,
-                       float(meta["interval"]["level"]), tuple(meta["interval"]["bounds"]), meta.get("mapping"))
+                       float(meta["interval"]["level"]), IntervalBounds.from_dict(meta["interval"]),
+                       meta.get("mapping"))
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{files[0]}: incomplete or edited ({type(e).__name__}: {e})") from None
 
@@ -120,7 +124,8 @@ class Valuer:
         model = self.model_for(df, images_dir)
         rows = np.arange(len(df))
         out = predict(model, rows)
-        lo, hi = apply_interval(out["price"], self.bounds)
+        by = self.bounds.by
+        lo, hi = apply_interval(out["price"], self.bounds.for_rows(df[by].astype(str).to_numpy() if by in df else None))
         pct = round(100 * self.level)
         result = pd.DataFrame({"listing_id": df["listing_id"].to_numpy(), "price": out["price"], "delta": out["delta"],
                                f"lo_{pct}": lo, f"hi_{pct}": hi, "anchor": model.inputs.anchor.numpy(),
