@@ -293,7 +293,7 @@ def anchor_study(params: Params, study: Study, comparison: cmp.Comparison) -> An
     if "anchor" not in params.experiments:
         return None
     first, main = study.first, comparison.models[MAIN].cfg
-    curves = {k: [h["val_rmsle"] for h in comparison.histories[k]] for k in (MAIN, DIRECT)}
+    curves = {k: [h["val_rmsle"] for h in comparison.histories[k] if h["epoch"] > 0] for k in (MAIN, DIRECT)}
     test_subsets = {k: m[first.test] for k, m in study.subsets.items()}
     fractions = ex.fraction_study(study.inputs, first.train, first.val, first.test, test_subsets, params.fractions,
                                   main, params.seeds, **fit_args(params))

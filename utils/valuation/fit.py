@@ -45,7 +45,8 @@ def train(cfg: HMGConfig, inputs: Inputs, train_idx: np.ndarray, val_idx: np.nda
     """Fit on `train_idx` with the log-price MSE (RMSLE's square), plus `cfg.claim_weight` times the text's
     supervision of the image detectors (accessory claims for the structure level, defect mentions for DSCA)
     when those parts are on. `schedule` (transformers' names: cosine, linear, constant) decays the learning
-    rate after a one-epoch warm-up. Returns the model of the best validation epoch and the history."""
+    rate after a one-epoch warm-up. Returns the model of the best validation epoch and the history (with the wide
+    part, from epoch 0: the untrained model, the Ridge itself)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     y = inputs.price.numpy()
@@ -57,6 +58,10 @@ def train(cfg: HMGConfig, inputs: Inputs, train_idx: np.ndarray, val_idx: np.nda
     sched = warmup_scheduler(opt, schedule, steps, steps * epochs)
     target = torch.log1p(inputs.price)
     history, best, best_state = [], np.inf, None
+    if cfg.wide:  # untrained, the wide and deep model is the Ridge: kept unless an epoch beats it on validation
+        best = rmsle(y[val_idx], predict(model, val_idx)["price"])
+        best_state = copy.deepcopy(model.state_dict())
+        history.append({"epoch": 0, "train_rmsle": float("nan"), "val_rmsle": best})
     bar = progress_bar(range(epochs), desc=f"hmgnet {cfg.head}", unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
         model.train()
