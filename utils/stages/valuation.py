@@ -77,7 +77,7 @@ class Params(RunParams):
                                      "(validation picks)")
     interval_by: str | None = param("category", "Mondrian intervals: bounds per value of this column (None: one "
                                                 "for all)")
-    min_group_rows: int = param(20, "calibration rows a group needs for its own interval bounds (else the "
+    min_group_rows: int = param(10, "calibration rows a group needs for its own interval bounds (else the "
                                     "overall ones)")
 
     def __post_init__(self) -> None:
