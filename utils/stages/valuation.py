@@ -169,6 +169,7 @@ def fit_args(params: Params) -> dict:
 
 
 def main_config(params: Params) -> HMGConfig:
+    """HMG-Net's parts and settings from the parameters (the deep model; `compare_models` adds the wide part)."""
     return HMGConfig(**params.parts, attention=params.attention, patches=params.patches,
                      claim_weight=params.claim_weight)
 
@@ -230,6 +231,7 @@ class Intervals:
 
 
 def intervals(params: Params, study: Study, comparison: cmp.Comparison, table: pd.DataFrame) -> Intervals:
+    """HMG-Net's interval coverage on the test rows (pooled, per split) and the per-group error tables."""
     main_rows = comparison.predictions[comparison.predictions["model"] == MAIN]
     coverage = cmp.interval_coverage(main_rows, study.y)
     by_split = {s: cmp.interval_coverage(g, study.y) for s, g in main_rows.groupby("split")}
@@ -271,6 +273,7 @@ def granularity_ablation(study: Study, comparison: cmp.Comparison) -> pd.DataFra
 
 
 def ablation_figure(out: Path, ablation: pd.DataFrame, n_splits: int) -> Figure:
+    """Test RMSLE by part (overall and per subset) as bars, saved beside."""
     cols = [c for c in ablation.columns if c.startswith("rmsle") and not c.endswith("_sd")]
     ax = ablation[cols].plot.bar(figsize=(10, 3.5), rot=0, title=f"test RMSLE by part ({n_splits} splits)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
@@ -290,6 +293,7 @@ class AnchorStudy:
 
 
 def anchor_study(params: Params, study: Study, comparison: cmp.Comparison) -> AnchorStudy | None:
+    """The anchor experiment on the first split; None when not in `experiments`."""
     if "anchor" not in params.experiments:
         return None
     first, main = study.first, comparison.models[MAIN].cfg
@@ -346,6 +350,8 @@ class Attribution:
 
 
 def attribution(params: Params, study: Study, model: HMGNet) -> Attribution | None:
+    """Occlusion attribution and the pointing game on defect listings; None without the experiment, truth or
+    images."""
     if "attribution" not in params.experiments or study.truth is None or study.inputs.patches is None:
         return None
     truth, test = study.truth, study.first.test
@@ -389,6 +395,7 @@ def market(params: Params, study: Study, model: HMGNet) -> pd.DataFrame | None:
 
 
 def market_figure(out: Path, study: Study, curve: pd.DataFrame) -> Figure:
+    """The market curve as bars by location, saved beside."""
     row = int(study.first.test[0])
     ax = curve.plot.bar(x="location", y="delta", legend=False, figsize=(9, 3), rot=30,
                         title=f"delta of listing {study.df['listing_id'][row]} ({study.df['title'][row]}) by location")
