@@ -469,7 +469,7 @@ def test_an_untrained_wide_and_deep_model_prices_as_the_ridge():
     from utils.valuation.model import HMGConfig, HMGNet
 
     df = _wide_frame()
-    pre = Preprocessor.fit(df, np.arange(40), ["case"], ["age_years"])
+    pre = Preprocessor.fit(df, np.arange(40), ["case"], ["age_years"], wide=True)
     inputs = pre.transform(df, progress_bar=False)
     cfg = HMGConfig(dsca=False, structure=False, global_image=False, market=False, wide=True)
     out = predict(HMGNet(cfg, inputs), np.arange(60))

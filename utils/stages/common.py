@@ -25,6 +25,7 @@ from utils.core.io import write_json
 from utils.core.metric import score
 from utils.core.schema import ConfigError, from_namespace, param
 from utils.core.store import RunStore
+from utils.matching.embed import phash_known
 
 _PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "faiss-cpu", "wordllama", "papermill", "torch", "timm",
              "lightgbm", "xgboost", "cuml", "cudf")
@@ -110,6 +111,11 @@ class Pool:
     @property
     def distractors(self) -> int:
         return int(distractor_mask(self.train).sum())
+
+    @property
+    def test_has_phash(self) -> bool:
+        """Whether any test posting has a pHash: without, neither the pHash union nor its pair feature is used."""
+        return bool(phash_known(self.test["image_phash"]).any())
 
 
 def read_pool(params: Any, test_images: str = "") -> Pool:

@@ -20,7 +20,6 @@ from utils.core.store import POSTPROCESS, RunStore
 from utils.core.submission import to_submission, write_submission
 from utils.matching import decide
 from utils.matching import postprocess as pp
-from utils.matching.embed import phash_known
 from utils.matching.knn import AVAILABLE
 from utils.matching.postprocess import PostConfig, check_fp_weight
 from utils.matching.rules import extract_attributes
@@ -128,8 +127,7 @@ def load_inputs(store: RunStore, params: Params, pool: Pool) -> tuple[dict[str, 
     """Per split its neighbours (03), embeddings (02; both splits' models only), title attributes and postings;
     and the toolbox settings at the resolved false-positive weight, re-searching as deep as 03 searched and
     blending the same models in both splits. Warns when a model embedded the train rows in-sample."""
-    with_phash = bool(phash_known(pool.test["image_phash"]).any())  # no pHash in test: tune without its union
-    cfg = params.post_config(pp.fp_weight_for(params.fp_weight, len(pool.train), len(pool.test)), with_phash)
+    cfg = params.post_config(pp.fp_weight_for(params.fp_weight, len(pool.train), len(pool.test)), pool.test_has_phash)
     log.info("tuning for %s test rows with %s train rows (%s of them distractors): false positives weigh %.2f",
              f"{len(pool.test):,}", f"{len(pool.train):,}", f"{pool.distractors:,}", cfg.fp_weight)
     data, in_sample = {}, []

@@ -23,7 +23,6 @@ from utils.core.submission import to_submission, write_submission
 from utils.matching import decide, slices
 from utils.matching import stacker as st
 from utils.matching.decide import Decision
-from utils.matching.embed import phash_known
 from utils.matching.postprocess import check_fp_weight, fp_weight_for
 from utils.matching.stacker import StackerConfig
 
@@ -142,14 +141,13 @@ def candidates(store: RunStore, params: Params, pool: Pool, neigh: dict, thresho
                steps: Steps) -> Candidates:
     """Candidate pairs of both splits (the first k neighbours of every model) with their features and targets,
     and, with `validation: slices`, those of the test-like slices, on which the decision is then tuned."""
-    with_phash = bool(phash_known(pool.test["image_phash"]).any())  # no pHash in test: no pHash feature
     pairs, featurize, sizes = {}, {}, {}
     for split, df, images in (("train", pool.train, params.train_images), ("test", pool.test, params.test_images)):
         emb = {m: X for m, (X, _) in store.split_embeddings(split, params.models, folds=True).items()}
         pairs[split] = st.candidates(neigh[split], params.k)
         sizes[split] = st.image_sizes(df, images) if params.use_images else None
         featurize[split] = st.PairFeatures(neigh[split], df, emb, thresholds, sizes[split], params.same_image,
-                                           phash=with_phash)  # test pairs are featurised in chunks later
+                                           phash=pool.test_has_phash)  # test pairs are featurised in chunks later
     rows, cols = pairs["train"]
     # per split: pair features, targets (-1: two distractors, no target), rows, cols, fold of each row
     parts = [(featurize["train"](rows, cols), st.pair_targets(rows, cols, pool.labels, distractor_mask(pool.train)),
@@ -164,7 +162,7 @@ def candidates(store: RunStore, params: Params, pool: Pool, neigh: dict, thresho
         sl_rows, sl_cols = st.candidates(sl_neigh, params.k)
         sl_sizes = None if sizes["train"] is None else slices.gather(sl, sizes["train"], sizes["test"])
         sl_X = st.PairFeatures(sl_neigh, sl.frame, emb, thresholds, sl_sizes, params.same_image,
-                               phash=with_phash)(sl_rows, sl_cols)
+                               phash=pool.test_has_phash)(sl_rows, sl_cols)
         parts.append((sl_X, st.pair_targets(sl_rows, sl_cols, sl.labels, sl.distractor), sl_rows, sl_cols,
                       sl.slice_of))
         evaluated = Evaluated(sl.labels, scored_rows(sl.frame), len(sl.frame), round(len(sl.frame) / len(sl.bounds)))

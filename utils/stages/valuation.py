@@ -139,7 +139,8 @@ def load(params: Params) -> Study:
     images = params.images_dir or None
     backbone = Backbone(**params.image) if images else None
     photos = listing_images(df, images, backbone) if images else None  # the frozen backbone, once
-    inputs_for = SplitInputs(df, accessories, numeric, params.image, params.images_dir, backbone, photos)
+    inputs_for = SplitInputs(df, accessories, numeric, params.image, params.images_dir, backbone, photos,
+                             wide=params.wide is not False)
     subsets = {}
     if truth is not None:
         subtle = truth["subtle_defect"].to_numpy(bool)

@@ -105,7 +105,8 @@ def compare(df: pd.DataFrame, splits: list[Split], variants: dict[str, HMGConfig
         for name, cfg in variants.items():
             model, history = train(cfg, inputs, split.train, split.val, seed=split.seed, **fit_args)
             q = calibrate(y[split.cal], predict(model, split.cal)["price"], level,
-                          None if groups is None else groups[split.cal], interval_by, min_group_rows)
+                          None if groups is None else groups[split.cal], interval_by if groups is not None else None,
+                          min_group_rows)
             test = predict(model, split.test)
             lo, hi = apply_interval(test["price"], q.for_rows(None if groups is None else groups[split.test]))
             validation.setdefault(name, []).append(min(h["val_rmsle"] for h in history))

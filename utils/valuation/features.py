@@ -213,7 +213,8 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, df: pd.DataFrame, train_idx: np.ndarray, accessories: list[str], numeric: list[str] = (),
-            image: dict | None = None) -> Preprocessor:
+            image: dict | None = None, wide: bool = False) -> Preprocessor:
+        """Fitted on the training rows `train_idx`; with `wide`, the wide part (a Ridge on prices) too."""
         train = df.iloc[train_idx]
         anchor = AnchorTable.fit(train)
         vocab = {c: sorted(train[c].astype(str).unique()) for c in (*CATEGORICAL, "location") if c in df}
@@ -225,7 +226,7 @@ class Preprocessor:
             first, last = train["listed_at"].min(), train["listed_at"].max()
             pre.month_origin = (int(first.year), int(first.month))
             pre.months = int(_months(pd.Series([last]), pre.month_origin).iloc[0]) + 1
-        if "price" in df:
+        if wide:
             pre.wide = WideModel.fit(df, train_idx, *anchor.apply(df), numeric)
         return pre
 
@@ -288,13 +289,14 @@ class SplitInputs:
     images_dir: str | None = None
     backbone: Backbone | None = None
     photos: tuple | None = None  # `listing_images`: the frozen backbone's outputs for every listing, computed once
+    wide: bool = False  # fit the wide part (and its out-of-fold predictions on the training rows)
     preprocessors: dict = field(default_factory=dict)
     encoded: dict = field(default_factory=dict)
 
     def __call__(self, split) -> Inputs:
         if split.name not in self.encoded:
             self.preprocessors[split.name] = Preprocessor.fit(self.df, split.train, self.accessories, self.numeric,
-                                                              self.image if self.images_dir else None)
+                                                              self.image if self.images_dir else None, self.wide)
             pre = self.preprocessors[split.name]
             inputs = pre.transform(self.df, self.images_dir, self.backbone, images=self.photos)
             if inputs.wide is not None:  # training rows: the wide part's prediction from a Ridge not fitted on them

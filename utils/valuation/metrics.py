@@ -76,9 +76,12 @@ class IntervalBounds:
 
 def calibrate(cal_y: np.ndarray, cal_p: np.ndarray, level: float = 0.8, groups: np.ndarray | None = None,
               by: str | None = None, min_rows: int = 10) -> IntervalBounds:
-    """Split-conformal bounds on the calibration rows; with `groups`, Mondrian: each group with at least `min_rows`
-    calibration rows gets its own bounds (a group's errors need not be the average's), the others the overall."""
-    bounds = IntervalBounds(interval_quantiles(cal_y, cal_p, level), by if groups is not None else None)
+    """Split-conformal bounds on the calibration rows; with `groups` (the values of column `by`), Mondrian: each
+    group with at least `min_rows` calibration rows gets its own bounds (a group's errors need not be the
+    average's), the others the overall."""
+    if (groups is None) != (by is None):
+        raise ValueError("Mondrian bounds need both the calibration rows' groups and the column they come from")
+    bounds = IntervalBounds(interval_quantiles(cal_y, cal_p, level), by)
     if groups is not None:
         groups = np.asarray(groups).astype(str)
         for g in np.unique(groups):

@@ -69,7 +69,7 @@ class HMGNet(nn.Module):
         if cfg.wide and cfg.head != "depreciation":
             raise ValueError("the wide part corrects the depreciation head; the direct head has none")
         if cfg.wide and inputs.wide is None:
-            raise ValueError("the wide part needs the inputs' wide predictions (a Preprocessor fitted on prices)")
+            raise ValueError("the wide part needs the inputs' wide predictions (a Preprocessor fitted with wide=True)")
         self.cfg, d = cfg, cfg.dim
         images = inputs.patches is not None
         self.use_dsca, self.use_structure = cfg.dsca and images, cfg.structure and images
