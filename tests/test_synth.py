@@ -41,6 +41,18 @@ def test_deterministic_for_seed(tmp_path, tiny_demo):
     assert (tmp_path / "other" / "train.csv").read_bytes() != (tiny_demo / "train.csv").read_bytes()
 
 
+def _digests(folder) -> dict[str, str]:
+    return {str(f.relative_to(folder)): hashlib.md5(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.name != "synth.json"}
+
+
+def test_photos_render_in_parallel_with_the_same_files(tmp_path):
+    """Only the rendering runs on the workers: every draw stays in one stream, so the worker count changes nothing."""
+    one, three = (generate(tmp_path / str(w), groups=300, seed=4, workers=w) for w in (1, 3))
+    assert one == three and one["train_rows"] + one["test_rows"] > 600  # enough photos for more than one process
+    assert _digests(tmp_path / "1") == _digests(tmp_path / "3")
+
+
 def test_realistic_structure(tmp_path):
     generate(tmp_path, groups=300, seed=5)
     df = pd.concat([pd.read_csv(tmp_path / "train.csv"), pd.read_csv(tmp_path / "test_solution.csv")])

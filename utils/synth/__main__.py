@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--groups", type=int, default=600, help="label groups in train + test")
     sh.add_argument("--seed", type=int, default=0)
     sh.add_argument("--test-share", type=float, default=0.3, help="share of product families put in test")
+    sh.add_argument("--workers", type=int, default=None,
+                    help="processes rendering photos (default: every core); the files do not depend on it")
     mk = sub.add_parser("market", help="second-hand listings with photos and the recorded true depreciation")
     mk.add_argument("--out", required=True, help="output folder")
     mk.add_argument("--n", type=int, default=3000, help="listings")
@@ -47,7 +49,7 @@ def _generate(args: argparse.Namespace) -> int:
         return 0
     from .shopee import generate
 
-    summary = generate(args.out, groups=args.groups, seed=args.seed, test_share=args.test_share)
+    summary = generate(args.out, groups=args.groups, seed=args.seed, test_share=args.test_share, workers=args.workers)
     print(json.dumps({**summary, "seconds": round(time.perf_counter() - t0, 1)}))
     return 0
 

@@ -82,31 +82,57 @@ def render_packshot(look: Look, size: int = 200) -> Image.Image:
     return img
 
 
-def seller_photo(packshot: Image.Image, rng: np.random.Generator, canvas: int = CANVAS) -> Image.Image:
-    """One seller's photo of the product: background, scale, rotation, offset, crop, lighting, blur."""
-    bg_col = tuple(int(c) for c in rng.integers(150, 256, size=3))
-    bg = Image.new("RGB", (canvas, canvas), bg_col)
-    if rng.random() < 0.4:  # a gradient or a table edge
-        d = ImageDraw.Draw(bg)
-        edge = int(rng.integers(canvas // 2, canvas))
-        d.rectangle([0, edge, canvas, canvas], fill=tuple(int(c * 0.75) for c in bg_col))
-    scale = rng.uniform(0.6, 1.1)
-    side = max(16, int(packshot.width * scale))
-    shot = packshot.resize((side, side), Image.BILINEAR).rotate(rng.uniform(-15, 15), expand=True,
-                                                                   resample=Image.BILINEAR)
+@dataclass(frozen=True)
+class PhotoPlan:
+    """Every random choice of one seller photo, drawn before any pixel is drawn, so that photos can be rendered
+    in other processes while the draws stay in the generator's single random stream."""
+
+    background: tuple[int, int, int]
+    table_edge: int | None  # y of a darker table edge, None for a plain background
+    side: int  # the packshot's side after scaling
+    angle: float
+    x: int
+    y: int
+    sticker: str | None  # a seller's promo sticker across the top
+    crop: int | None  # pixels cropped from every border, then resized back
+    brightness: float
+    contrast: float
+    blur: float | None  # Gaussian blur radius
+
+
+def plan_photo(rng: np.random.Generator, shot_width: int = 200, canvas: int = CANVAS) -> PhotoPlan:
+    """One seller's photo of the product: background, scale, rotation, offset, sticker, crop, lighting, blur."""
+    background = tuple(int(c) for c in rng.integers(150, 256, size=3))
+    table_edge = int(rng.integers(canvas // 2, canvas)) if rng.random() < 0.4 else None
+    side = max(16, int(shot_width * rng.uniform(0.6, 1.1)))
+    angle = float(rng.uniform(-15, 15))
     x = int(rng.integers(-side // 6, max(1, canvas - side + side // 6)))
     y = int(rng.integers(-side // 6, max(1, canvas - side + side // 6)))
-    bg.paste(shot, (x, y), shot)
-    if rng.random() < 0.3:  # a promo sticker from the seller
+    sticker = str(rng.choice(["PROMO", "READY", "COD", "ORI 100%"])) if rng.random() < 0.3 else None
+    crop = int(rng.integers(0, canvas // 8)) if rng.random() < 0.5 else None
+    brightness, contrast = float(rng.uniform(0.75, 1.25)), float(rng.uniform(0.8, 1.2))
+    blur = float(rng.uniform(0.5, 1.5)) if rng.random() < 0.2 else None
+    return PhotoPlan(background, table_edge, side, angle, x, y, sticker, crop, brightness, contrast, blur)
+
+
+def render_photo(packshot: Image.Image, plan: PhotoPlan, canvas: int = CANVAS) -> Image.Image:
+    """The seller photo `plan` describes (deterministic: the same plan gives the same pixels)."""
+    bg = Image.new("RGB", (canvas, canvas), plan.background)
+    if plan.table_edge is not None:  # a gradient or a table edge
+        d = ImageDraw.Draw(bg)
+        d.rectangle([0, plan.table_edge, canvas, canvas], fill=tuple(int(c * 0.75) for c in plan.background))
+    shot = packshot.resize((plan.side, plan.side), Image.BILINEAR).rotate(plan.angle, expand=True,
+                                                                         resample=Image.BILINEAR)
+    bg.paste(shot, (plan.x, plan.y), shot)
+    if plan.sticker is not None:
         d = ImageDraw.Draw(bg)
         d.rectangle([0, 0, canvas, 22], fill=(220, 30, 30))
-        d.text((canvas / 2, 11), str(rng.choice(["PROMO", "READY", "COD", "ORI 100%"])), fill="white",
-               font=_font(14), anchor="mm")
-    if rng.random() < 0.5:  # crop and resize back
-        c = int(rng.integers(0, canvas // 8))
+        d.text((canvas / 2, 11), plan.sticker, fill="white", font=_font(14), anchor="mm")
+    if plan.crop is not None:
+        c = plan.crop
         bg = bg.crop((c, c, canvas - c, canvas - c)).resize((canvas, canvas), Image.BILINEAR)
-    bg = ImageEnhance.Brightness(bg).enhance(rng.uniform(0.75, 1.25))
-    bg = ImageEnhance.Contrast(bg).enhance(rng.uniform(0.8, 1.2))
-    if rng.random() < 0.2:
-        bg = bg.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    bg = ImageEnhance.Brightness(bg).enhance(plan.brightness)
+    bg = ImageEnhance.Contrast(bg).enhance(plan.contrast)
+    if plan.blur is not None:
+        bg = bg.filter(ImageFilter.GaussianBlur(plan.blur))
     return bg

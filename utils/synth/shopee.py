@@ -8,7 +8,11 @@ the packshot design, so they are near-identical in image and title, like `Fresh 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from utils.core.io import write_csv, write_json
 from utils.core.progress import progress
 
 from .catalog import ABBREVIATIONS, CATEGORIES, COLOURS, PROMO, Category, brand_name, escape_non_ascii, unit_spellings
-from .packshot import Look, render_packshot, seller_photo
+from .packshot import Look, PhotoPlan, plan_photo, render_packshot, render_photo
 
 MAX_GROUP = 50
 
@@ -143,50 +147,98 @@ def _posting_ids(prefix: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.array([f"{prefix}_{i}" for i in _unique_ints(rng, 10**8, 5 * 10**9, n)])
 
 
+@dataclass(frozen=True)
+class _Photos:
+    """One group's new photos to render: the product's look, and per photo its plan, file and JPEG quality."""
+
+    look: Look
+    photos: tuple[tuple[PhotoPlan, Path, int], ...]
+
+
+def _render_group(group: _Photos) -> dict[str, str]:
+    """Render, save and pHash one group's new photos (in a worker process); returns file name -> pHash."""
+    shot = render_packshot(group.look)
+    hashes = {}
+    for plan, path, quality in group.photos:
+        render_photo(shot, plan).save(path, quality=quality)
+        with Image.open(path) as saved:  # hash the JPEG as written, like the real data
+            hashes[path.name] = str(imagehash.phash(saved))
+    return hashes
+
+
+def _render(groups: list[_Photos], workers: int, desc: str) -> dict[str, str]:
+    """Every group's photos, on up to `workers` processes (forkserver: safe after threads; one process a
+    200 photos at most, since starting one costs about as much as rendering 200); file name -> pHash."""
+    total = sum(len(g.photos) for g in groups)
+    workers = min(workers, max(1, total // 200))
+    bar = progress(total=total, desc=desc, unit="photo", leave=False)
+    hashes: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            ctx = multiprocessing.get_context("forkserver")
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=ctx))
+            done = pool.map(_render_group, groups, chunksize=max(1, len(groups) // (16 * workers)))
+        else:
+            done = map(_render_group, groups)
+        for group, rendered in zip(groups, done, strict=True):
+            hashes.update(rendered)
+            bar.update(len(group.photos))
+    bar.close()
+    return hashes
+
+
 def _write_split(variants: list[Variant], sizes: np.ndarray, prefix: str, out: Path,
-                 rng: np.random.Generator, reuse_within: float, reuse_across: float) -> pd.DataFrame:
-    """Render photos and titles of one split's postings into `<out>/<prefix>_images/`."""
+                 rng: np.random.Generator, reuse_within: float, reuse_across: float, workers: int) -> pd.DataFrame:
+    """Titles and photos of one split's postings; photos into `<out>/<prefix>_images/`.
+
+    Every random draw happens here, in one stream and in a fixed order; only the rendering runs on the
+    workers, so a seed gives the same rows and the same image bytes whatever the number of workers.
+    """
     img_dir = out / f"{prefix}_images"
     img_dir.mkdir(parents=True, exist_ok=True)
     by_family: dict[int, list[int]] = {}
     for g, v in enumerate(variants):
         by_family.setdefault(v.family, []).append(g)
-    rows, group_files = [], {}
+    rows, group_files, to_render = [], {}, []
     labels = _unique_ints(rng, 10**6, 4 * 10**9, len(variants))
-    for g, (v, n) in enumerate(progress(list(zip(variants, sizes, strict=True)), desc=f"synth {prefix}",
-                                    unit="group", leave=False)):
-        shot = render_packshot(v.look)
-        files = []
+    for g, (v, n) in enumerate(zip(variants, sizes, strict=True)):
+        files, new = [], []
         for _ in range(n):
             siblings = [s for s in by_family[v.family] if s != g and s in group_files]
             if files and rng.random() < reuse_within:  # the same seller photo uploaded again
-                name, phash = files[int(rng.integers(len(files)))]
+                name = files[int(rng.integers(len(files)))]
             elif siblings and rng.random() < reuse_across:  # a sibling variant's photo reused
                 sib = group_files[siblings[int(rng.integers(len(siblings)))]]
-                name, phash = sib[int(rng.integers(len(sib)))]
+                name = sib[int(rng.integers(len(sib)))]
             else:
-                photo = seller_photo(shot, rng)
+                plan = plan_photo(rng)
                 name = hashlib.md5(rng.bytes(16)).hexdigest() + ".jpg"
-                photo.save(img_dir / name, quality=int(rng.integers(60, 96)))
-                with Image.open(img_dir / name) as saved:  # hash the JPEG as written, like the real data
-                    phash = str(imagehash.phash(saved))
-            files.append((name, phash))
-            rows.append((name, phash, make_title(v, rng), labels[g]))
+                new.append((plan, img_dir / name, int(rng.integers(60, 96))))
+            files.append(name)
+            rows.append((name, make_title(v, rng), labels[g]))
         group_files[g] = files
-    df = pd.DataFrame(rows, columns=["image", "image_phash", "title", "label_group"])
+        to_render.append(_Photos(v.look, tuple(new)))
+    phash = _render(to_render, workers, f"synth {prefix}")
+    df = pd.DataFrame(rows, columns=["image", "title", "label_group"])
+    df.insert(1, "image_phash", df["image"].map(phash))
     df.insert(0, "posting_id", _posting_ids(prefix, len(df), rng))
     return df.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
 
 
 def generate(out: str | Path, groups: int = 600, seed: int = 0, test_share: float = 0.3,
-             reuse_within: float = 0.12, reuse_across: float = 0.02) -> dict:
+             reuse_within: float = 0.12, reuse_across: float = 0.02, workers: int | None = None) -> dict:
     """Write train.csv, train_images/, test.csv (no labels), test_images/ and test_solution.csv.
+
+    Photos render on `workers` processes (default: every core); the files are the same for any number.
 
     Families are split whole between train and test (open set, as in the competition), so hard
     negatives are in both. Returns the summary also written to `<out>/synth.json`.
     """
     if groups < 4:
         raise ValueError("need at least 4 groups")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     out = Path(out)
     rng = np.random.default_rng(seed)
     variants = _families(groups, rng)
@@ -198,7 +250,7 @@ def generate(out: str | Path, groups: int = 600, seed: int = 0, test_share: floa
     for prefix, sel in (("train", ~is_test), ("test", is_test)):
         idx = np.flatnonzero(sel)
         frames[prefix] = _write_split([variants[i] for i in idx], sizes[idx], prefix, out, rng,
-                                      reuse_within, reuse_across)
+                                      reuse_within, reuse_across, workers)
     write_csv(out / "train.csv", frames["train"])
     write_csv(out / "test.csv", frames["test"].drop(columns="label_group"))
     write_csv(out / "test_solution.csv", frames["test"])  # test with labels, for scoring only
