@@ -149,6 +149,29 @@ def test_image_fit_on_tiny_demo(tiny_demo, tmp_path):
         TrainConfig(schedule="step")
 
 
+def test_image_training_with_decoding_workers_repeats_for_a_seed(tiny_demo, tmp_path):
+    """Workers (forkserver, persistent) decode and augment; their seeds come from the loader's generator, so two
+    runs with the same worker count train the same weights."""
+    import warnings
+
+    from utils.training.loop import PostingDataset, image_loader, training_workers
+
+    df = pd.read_csv(tiny_demo / "train.csv")
+    cfg = TrainConfig(modality="image", image={"backbone": "resnet10t"}, image_size=32, epochs=2, batch_size=16,
+                      n_folds=3, embedding_size=8, num_workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # Python 3.12 warns on fork() after threads
+        runs = [fit(cfg, df, tiny_demo / "train_images", tmp_path / str(i))["history"] for i in range(2)]
+    assert [h["loss"] for h in runs[0][1:]] == [h["loss"] for h in runs[1][1:]]
+    assert np.isfinite([h["loss"] for h in runs[0][1:]]).all()
+    loader = image_loader(PostingDataset(df, None), 2, cuda=False, batch_size=8)
+    assert loader.multiprocessing_context.get_start_method() == "forkserver" and loader.persistent_workers
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = TrainConfig(modality="image")
+    assert training_workers(auto, cpu, True) == 0 and training_workers(auto, cuda, True) >= 1
+    assert training_workers(cfg, cpu, True) == 2 and training_workers(cfg, cuda, needs_images=False) == 0
+
+
 def test_pool_distractors_train_as_classes_of_their_own_and_are_never_scored(small_titles, tmp_path):
     from utils.core.data import DISTRACTOR_COLUMN
 

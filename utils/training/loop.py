@@ -8,6 +8,7 @@ of training is read off the same table. Checkpoints carry their config.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -60,6 +61,7 @@ class TrainConfig:
     n_folds: int = 5
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = -1  # image-decoding processes; -1: `default_workers()` on CUDA, none on the CPU
 
     def __post_init__(self) -> None:
         if self.schedule not in ("linear", "cosine", "constant"):
@@ -113,8 +115,31 @@ def resolve_device(device: str) -> torch.device:
 
 
 def default_workers() -> int:
-    """Image-decoding worker processes: every core but one (the main process feeds the model), at most 8."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+    """Image-decoding worker processes: every core but one (the main process feeds the model), at most 16."""
+    return max(0, min(16, (os.cpu_count() or 1) - 1))
+
+
+def image_loader(dataset: Dataset, workers: int, cuda: bool, **kwargs) -> DataLoader:
+    """A DataLoader whose `workers` processes decode and augment images: started by forkserver (a plain fork
+    of a process that already runs threads, as a notebook kernel or torch does, may deadlock), kept alive
+    across epochs, and writing batches into pinned memory on CUDA for asynchronous copies."""
+    extra = {}
+    if workers > 0:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload([__name__])  # the server imports torch once; each worker forks from it
+        else:
+            ctx = multiprocessing.get_context("spawn")
+        extra = {"multiprocessing_context": ctx, "persistent_workers": True, "prefetch_factor": 4}
+    return DataLoader(dataset, collate_fn=collate, num_workers=workers, pin_memory=cuda, **extra, **kwargs)
+
+
+def _to_device(batch: dict, dev: torch.device) -> dict:
+    """The batch's images on `dev`, channels_last on CUDA (the layout its convolution kernels prefer)."""
+    if "image" in batch:
+        layout = torch.channels_last if dev.type == "cuda" else torch.preserve_format
+        batch["image"] = batch["image"].to(dev, non_blocking=True, memory_format=layout)
+    return batch
 
 
 @torch.no_grad()
@@ -128,37 +153,60 @@ def encode(encoder: nn.Module, df: pd.DataFrame, images_dir: str | Path | None, 
     JPEG decoding far less (one core decodes about 144 photos a second).
     """
     dev = resolve_device(device)
-    cuda = dev.type == "cuda"
-    encoder = encoder.to(dev).eval()
     needs_images = encoder.modality in ("image", "joint")
     tf = image_transforms(encoder.data_config, image_size, train=False) if needs_images else None
     workers = (default_workers() if num_workers is None else num_workers) if needs_images else 0
-    loader = DataLoader(PostingDataset(df, images_dir if needs_images else None, tf), batch_size=batch_size,
-                        shuffle=False, collate_fn=collate, num_workers=workers, pin_memory=cuda and needs_images)
-    if cuda and needs_images:
+    loader = image_loader(PostingDataset(df, images_dir if needs_images else None, tf), workers,
+                          dev.type == "cuda" and needs_images, batch_size=batch_size, shuffle=False)
+    return encode_batches(encoder, loader, dev, amp, desc)
+
+
+@torch.no_grad()
+def encode_batches(encoder: nn.Module, loader: DataLoader, dev: torch.device, amp: bool = True,
+                   desc: str = "embed") -> np.ndarray:
+    """L2-normalised float32 embeddings of every batch of `loader`, in order; on CUDA in channels_last with
+    fp16 autocast (`amp`)."""
+    cuda = dev.type == "cuda"
+    encoder = encoder.to(dev).eval()
+    if cuda and encoder.modality in ("image", "joint"):
         encoder = encoder.to(memory_format=torch.channels_last)
     out = []
     for batch in progress(loader, desc=desc, leave=False):
-        if "image" in batch:
-            batch["image"] = batch["image"].to(dev, non_blocking=True,
-                                               memory_format=torch.channels_last if cuda else torch.preserve_format)
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=cuda and amp):
-            emb = encoder(batch)
+            emb = encoder(_to_device(batch, dev))
         out.append(nn.functional.normalize(emb.float()).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
-def evaluate(encoder: nn.Module, df: pd.DataFrame, images_dir, cfg: TrainConfig) -> tuple[float, float]:
+def evaluate(encoder: nn.Module, df: pd.DataFrame, images_dir, cfg: TrainConfig,
+             loader: DataLoader | None = None) -> tuple[float, float]:
     """Best-threshold F1 of the encoder on `df` (rows matched among themselves; a training pool's distractors
-    are searched, never scored) and that threshold."""
-    X = encode(encoder, df, images_dir, cfg.image_size, device=cfg.device, desc="validate", amp=cfg.amp)
+    are searched, never scored) and that threshold. `loader`, when given, yields `df`'s rows in order (a
+    training run keeps one, with its workers, for every epoch)."""
+    if loader is None:
+        X = encode(encoder, df, images_dir, cfg.image_size, device=cfg.device, desc="validate", amp=cfg.amp)
+    else:
+        X = encode_batches(encoder, loader, resolve_device(cfg.device), cfg.amp, desc="validate")
     idx, sims, _ = neighbours(X, k=min(50, len(df)), backend="auto")
     curve = f1_curve(idx, sims, df["label_group"].to_numpy(), rows=scored_rows(df))
     best = int(np.argmax(curve))
     return float(curve[best]), float(DEFAULT_GRID[best])
 
 
-def _loader(train_df: pd.DataFrame, labels: np.ndarray, images_dir, tf, cfg: TrainConfig) -> DataLoader:
+def training_workers(cfg: TrainConfig, device: torch.device, needs_images: bool) -> int:
+    """Image-decoding processes for training: the config's, or by default every core but one on CUDA (where
+    decoding is the wall) and none on the CPU (where the model is, and the workers would take its cores)."""
+    if not needs_images:
+        return 0
+    if cfg.num_workers >= 0:
+        return cfg.num_workers
+    return default_workers() if device.type == "cuda" else 0
+
+
+def _loader(train_df: pd.DataFrame, labels: np.ndarray, images_dir, tf, cfg: TrainConfig, workers: int,
+            cuda: bool) -> DataLoader:
+    """Shuffled training batches; workers draw their augmentations from seeds the loader's generator gives
+    them, so a seed repeats a run for a given worker count."""
     ds = PostingDataset(train_df, images_dir, tf, labels)
     m = cfg.samples_per_class or (2 if cfg.loss in PAIR_LOSSES else 0)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -167,9 +215,9 @@ def _loader(train_df: pd.DataFrame, labels: np.ndarray, images_dir, tf, cfg: Tra
 
         batch = max(m, cfg.batch_size // m * m)
         sampler = MPerClassSampler(labels, m=m, batch_size=batch, length_before_new_iter=len(ds))
-        return DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate, drop_last=True)
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
-                      drop_last=len(ds) > cfg.batch_size, generator=g)
+        return image_loader(ds, workers, cuda, batch_size=batch, sampler=sampler, drop_last=True, generator=g)
+    return image_loader(ds, workers, cuda, batch_size=cfg.batch_size, shuffle=True,
+                        drop_last=len(ds) > cfg.batch_size, generator=g)
 
 
 def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_dir: str | Path) -> dict:
@@ -189,8 +237,18 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
     encoder = build_encoder(cfg.modality, cfg.image, cfg.text, cfg.embedding_size).to(device)
     loss_fn = make_loss(cfg.loss, len(classes), cfg.embedding_size, **cfg.loss_params).to(device)
     needs_images = cfg.modality in ("image", "joint")
+    images_dir = images_dir if needs_images else None
+    cuda = device.type == "cuda"
+    workers = training_workers(cfg, device, needs_images)
     tf = image_transforms(encoder.data_config, cfg.image_size, train=True) if needs_images else None
-    loader = _loader(train_df, labels, images_dir if needs_images else None, tf, cfg)
+    loader = _loader(train_df, labels, images_dir, tf, cfg, workers, cuda and needs_images)
+    val_loader = None
+    if val_df is not None:
+        val_tf = image_transforms(encoder.data_config, cfg.image_size, train=False) if needs_images else None
+        val_loader = image_loader(PostingDataset(val_df, images_dir, val_tf), workers, cuda and needs_images,
+                                  batch_size=128, shuffle=False)
+    if cuda and needs_images:
+        encoder = encoder.to(memory_format=torch.channels_last)
 
     head = [p for n, p in encoder.named_parameters() if "neck" in n and p.requires_grad] + list(loss_fn.parameters())
     body = [p for n, p in encoder.named_parameters() if "neck" not in n and p.requires_grad]
@@ -202,7 +260,9 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
     scaler = torch.amp.GradScaler("cuda", init_scale=cfg.amp_init_scale, enabled=use_amp)
 
     history: list[dict] = []
-    val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg) if val_df is not None else (float("nan"),) * 2
+    val_f1, val_thr = float("nan"), float("nan")
+    if val_df is not None:
+        val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg, val_loader)
     history.append({"epoch": 0, "loss": float("nan"), "val_f1": val_f1, "val_threshold": val_thr, "seconds": 0.0})
     run = f"{cfg.modality} model, " + (f"fold{cfg.fold} of {cfg.n_folds}" if cfg.fold >= 0 else "all rows")
     log.info("%s: epoch 0 (untrained): val F1 %.4f", run, val_f1)
@@ -213,11 +273,9 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
         loss_fn.train()
         losses, skipped = [], 0
         for batch in progress(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False):
-            if "image" in batch:
-                batch["image"] = batch["image"].to(device)
-            y = batch["label"].to(device)
+            y = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(encoder(batch), y)
+                loss = loss_fn(encoder(_to_device(batch, device)), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.agc_clip > 0:
@@ -234,7 +292,7 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
                 sched.step()
             losses.append(loss.item())
         if val_df is not None:
-            val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg)
+            val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg, val_loader)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_f1": val_f1, "val_threshold": val_thr,
                "steps": len(losses), "skipped_steps": skipped, "seconds": round(time.perf_counter() - t0, 1)}
         history.append(row)
