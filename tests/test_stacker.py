@@ -176,3 +176,21 @@ def test_eligible_decisions_follow_the_stage_and_closure_settings():
     assert allowed("auto", "auto") == names
     assert allowed(False, "auto") == names[:2] and allowed(True, False) == [st.SECOND_STAGE]
     assert allowed("auto", True) == [names[1], names[3]]
+
+
+def test_auto_booster_is_xgboost_only_where_it_trains_on_cuda(monkeypatch):
+    auto = st.StackerConfig()
+    assert auto.model == "auto"  # the default
+    monkeypatch.setattr(st, "cuda_available", lambda: False)
+    assert st.chosen_model(auto) == "lightgbm" and type(st.make_classifier(auto)).__name__ == "LGBMClassifier"
+    monkeypatch.setattr(st, "cuda_available", lambda: True)
+    monkeypatch.setattr(st, "xgboost_has_cuda", lambda: True)
+    clf = st.make_classifier(auto)
+    assert st.chosen_model(auto) == "xgboost" and type(clf).__name__ == "XGBClassifier"
+    assert clf.get_params()["device"] == "cuda"
+    assert st.chosen_model(st.StackerConfig(device="cpu")) == "lightgbm"  # asked for the CPU
+    monkeypatch.setattr(st, "xgboost_has_cuda", lambda: False)  # the xgboost-cpu wheel
+    assert st.chosen_model(auto) == "lightgbm"
+    assert st.chosen_model(st.StackerConfig(model="blend")) == "blend"
+    with pytest.raises(ValueError, match="'auto', 'lightgbm'"):
+        st.make_classifier(st.StackerConfig(model="catboost"))

@@ -16,6 +16,7 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 from scipy.sparse.csgraph import connected_components
 
+from utils.core.device import cuda_available, xgboost_has_cuda
 from utils.core.progress import progress
 from utils.core.text import tokens
 
@@ -199,22 +200,13 @@ def predict_pairs(clf, features: PairFeatures, rows: np.ndarray, cols: np.ndarra
 
 @dataclass
 class StackerConfig:
-    model: str = "lightgbm"  # lightgbm | xgboost | blend (the two, probabilities averaged)
+    model: str = "auto"  # auto (xgboost on CUDA when its build has CUDA, else lightgbm) | lightgbm | xgboost | blend
     n_estimators: int = 300
     learning_rate: float = 0.05
     num_leaves: int = 31
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     max_train_pairs: int | None = 2_000_000  # negatives sampled (and weighted up) beyond this many pairs; None: all
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 @functools.cache
@@ -230,18 +222,32 @@ def lightgbm_has_cuda() -> bool:
         return False
 
 
+def _on_gpu(cfg: StackerConfig) -> bool:
+    return cfg.device == "cuda" or (cfg.device == "auto" and cuda_available())
+
+
+def chosen_model(cfg: StackerConfig) -> str:
+    """The booster `model: auto` means: XGBoost where it can train on CUDA (LightGBM's wheels cannot), LightGBM
+    on the CPU (as accurate here, and faster on few cores); any other name is itself."""
+    if cfg.model != "auto":
+        return cfg.model
+    return "xgboost" if _on_gpu(cfg) and xgboost_has_cuda() else "lightgbm"
+
+
 def make_classifier(cfg: StackerConfig):
     """LightGBM or XGBoost binary classifier, on CUDA when asked for (or auto, present and supported); `blend`
     is both, their probabilities averaged (scikit-learn's soft voting).
 
     With `device="auto"` LightGBM falls back to the CPU, with a log line, when its build has no CUDA.
     """
+    if cfg.model == "auto":
+        return make_classifier(replace(cfg, model=chosen_model(cfg)))
     if cfg.model == "blend":
         from sklearn.ensemble import VotingClassifier
 
         return VotingClassifier([(m, make_classifier(replace(cfg, model=m))) for m in ("lightgbm", "xgboost")],
                                 voting="soft")
-    gpu = cfg.device == "cuda" or (cfg.device == "auto" and _cuda())
+    gpu = _on_gpu(cfg)
     if cfg.model == "lightgbm":
         import lightgbm as lgb
 
@@ -258,7 +264,7 @@ def make_classifier(cfg: StackerConfig):
         return xgb.XGBClassifier(n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
                                  max_leaves=cfg.num_leaves, subsample=0.8, colsample_bytree=0.8, tree_method="hist",
                                  random_state=cfg.seed, device="cuda" if gpu else "cpu")
-    raise ValueError(f"model must be 'lightgbm', 'xgboost' or 'blend', got {cfg.model!r}")
+    raise ValueError(f"model must be 'auto', 'lightgbm', 'xgboost' or 'blend', got {cfg.model!r}")
 
 
 def pair_folds(rows: np.ndarray, cols: np.ndarray, folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

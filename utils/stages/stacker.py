@@ -24,7 +24,7 @@ from utils.matching import decide, slices
 from utils.matching import stacker as st
 from utils.matching.decide import Decision
 from utils.matching.postprocess import check_fp_weight, fp_weight_for
-from utils.matching.stacker import StackerConfig
+from utils.matching.stacker import StackerConfig, chosen_model
 
 from .common import (
     Pool,
@@ -54,7 +54,7 @@ class Params(RunParams):
     use_images: bool = shared("use_images", "False for datasets without image files: no image size features")
     models: list[str] = shared("models", "models making candidates and features")
     k: int = param(50, "candidates: the first k neighbours of every model")
-    model: str = param(_STACK["model"], "lightgbm, xgboost or blend (both, probabilities averaged)")
+    model: str = param(_STACK["model"], "auto (xgboost on CUDA, else lightgbm), lightgbm, xgboost or blend")
     n_estimators: int = param(_STACK["n_estimators"], "boosting rounds")
     learning_rate: float = param(_STACK["learning_rate"], "boosting learning rate")
     num_leaves: int = param(_STACK["num_leaves"], "leaves per tree")
@@ -88,7 +88,7 @@ class Params(RunParams):
         check_fp_weight(self.fp_weight)
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
-        one_of("model", self.model, ("lightgbm", "xgboost", "blend"))
+        one_of("model", self.model, ("auto", "lightgbm", "xgboost", "blend"))
         one_of("device", self.device, ("auto", "cpu", "cuda"))
 
     def stacker_config(self) -> StackerConfig:
@@ -256,8 +256,9 @@ def refit_and_submit(store: RunStore, params: Params, cand: Candidates, stages: 
                                         decision.closure)
     write_submission(store.submission_path(STACKER), to_submission(posting_ids, test_matches))
     write_json(store.out / "decision.json", {"threshold": decision.rule.threshold,
-                                             "min2_threshold": decision.rule.min2_threshold, "model": params.model,
-                                             "models": params.models, "k": params.k, "stage": chosen,
+                                             "min2_threshold": decision.rule.min2_threshold,
+                                             "model": chosen_model(cfg), "models": params.models, "k": params.k,
+                                             "stage": chosen,
                                              "closure": decision.closure and asdict(decision.closure)})
     return test_matches, importance
 
@@ -283,7 +284,8 @@ def finish(stage: Stage, params: Params, pool: Pool, cand: Candidates, decision:
                "oof_f1_test_size": decision.f1_test_size, "postprocess_oof_f1": post.get("oof_f1"),
                "importance": importance.head(25).to_dict(), "stage": stage_of(decision),
                "selection": selection.to_dict(orient="records"), "train_rows": len(pool.scored),
-               "distractors": pool.distractors, "validation": params.validation}
+               "distractors": pool.distractors, "validation": params.validation,
+               "booster": chosen_model(params.stacker_config())}
     if cand.slices is not None:
         metrics["slices"] = {"rows": len(cand.slices.frame), "test_postings": int(cand.slices.distractor.sum())}
     tested = test_scores(params.test_labels_csv, pool.test, test_matches)
@@ -292,7 +294,7 @@ def finish(stage: Stage, params: Params, pool: Pool, cand: Candidates, decision:
     comparison = pd.DataFrame([
         {"method": "04_postprocess (thresholds, union, toolbox)", "oof_f1": post.get("oof_f1"),
          "test_f1": post.get("test_f1")},
-        {"method": f"05_stacker ({params.model}, {decision.name})", "oof_f1": oof.f1,
+        {"method": f"05_stacker ({metrics['booster']}, {decision.name})", "oof_f1": oof.f1,
          "test_f1": tested.get("test_f1")}])
     write_metrics(stage.out, metrics, key="test_f1" if params.test_labels_csv else "oof_f1")
     return metrics, comparison
