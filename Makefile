@@ -6,7 +6,7 @@ ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo real-titles test test-all lint bench clean
+.PHONY: install demo real-titles test test-all lint bench bench-gpu gpu-wheels clean
 
 install: $(STAMP)
 
@@ -40,6 +40,30 @@ test-all: lint  ## everything, slow tests included (GPU tests skip without a GPU
 
 bench: install  ## KNN backends on 70,000 x 512 random unit vectors
 	$(PY) -m utils.bench knn
+
+# What a GPU machine without network lacks (it has torch, torchvision, timm, transformers, sentence-transformers,
+# numpy, pandas, scipy, scikit-learn, pytest, matplotlib, pillow...): see ../shared/GPU.md. xgboost is left out
+# (its CUDA wheel is 130 MB): 05's `model: auto` then trains LightGBM there, and the XGBoost GPU tests skip.
+GPU_BOX_WHEELS := papermill|nbclient|nbformat|ipykernel|ipython|jupyter.client|jupyter.core|pyzmq|tornado|traitlets\
+	|comm|matplotlib.inline|prompt.toolkit|pexpect|ptyprocess|stack.data|asttokens|executing|pure.eval|wcwidth\
+	|jsonschema|jsonschema.specifications|referencing|rpds.py|fastjsonschema|platformdirs|tenacity|entrypoints\
+	|nest.asyncio2|faiss.cpu|lightgbm|rapidfuzz|sparse.dot.topn|imagehash|pywavelets|wordllama\
+	|pytorch.metric.learning|pydantic|pydantic.core|annotated.types|typing.inspection|toml|entmax
+WHEELS := .whl
+space := $(subst ,, )
+BENCH_PY := $(if $(wildcard $(PY)),$(PY),python3)
+
+gpu-wheels: install  ## the wheels above, at this venv's versions, for the GPU machine's Python 3.12, into .whl/
+	mkdir -p $(WHEELS)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d $(WHEELS) $$($(PY) -m pip freeze | grep -iE "^($(subst $(space),,$(GPU_BOX_WHEELS)))==")
+	du -sh $(WHEELS)
+
+bench-gpu:  ## the prepared GPU check, 9 minutes at most, one JSON report (on a GPU machine: `make bench-gpu`)
+	@if [ -d $(WHEELS) ] && [ ! -x $(PY) ]; then python3 -m pip install -q --no-index --no-deps \
+		--target /tmp/site $(WHEELS)/*.whl; fi
+	PYTHONPATH=/tmp/site:. $(BENCH_PY) -m utils.bench gpu $(ARGS)
 
 clean:
 	rm -rf outputs/runs

@@ -1,6 +1,7 @@
 """Benchmarks that print figures: `python -m utils.bench knn [--n 70000 --d 512 --k 50]`, `stacker`,
-`inference` (the whole chain on ~70,000 synthetic test rows, per-stage time and peak memory), and
-`valuation-predict` (pricing one listing and a file of them with a saved HMG-Net).
+`inference` (the whole chain on ~70,000 synthetic test rows, per-stage time and peak memory),
+`valuation-predict` (pricing one listing and a file of them with a saved HMG-Net) and `gpu` (the prepared check
+for a GPU machine, `utils.run.bench_gpu`).
 
 Each backend runs in a fresh subprocess so that its peak memory (max RSS) is its own.
 """
@@ -30,8 +31,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def knn_one(backend: str, n: int, d: int, k: int, chunk: int) -> dict:
-    """Time one backend on random unit vectors (run inside its own process)."""
+def knn_one(backend: str, n: int, d: int, k: int, chunk: int, precision: str = "fp32", save: str | None = None) -> dict:
+    """Time one backend on random unit vectors (run inside its own process); `save` keeps the neighbours (.npz)."""
     import psutil
 
     from utils.matching.knn import neighbours
@@ -39,9 +40,12 @@ def knn_one(backend: str, n: int, d: int, k: int, chunk: int) -> dict:
     X = random_unit_vectors(n, d)
     data_mb = psutil.Process().memory_info().rss / 2**20
     t0 = time.perf_counter()
-    idx, sims, used = neighbours(X, k=k, backend=backend, chunk=chunk)
+    idx, sims, used = neighbours(X, k=k, backend=backend, chunk=chunk, precision=precision)
     seconds = time.perf_counter() - t0
-    return {"backend": used, "n": n, "d": d, "k": k, "chunk": chunk, "seconds": round(seconds, 2),
+    if save:
+        np.savez(save, idx=idx, sims=sims)
+    return {"backend": used, "precision": precision, "n": n, "d": d, "k": k, "chunk": chunk,
+            "seconds": round(seconds, 2),
             "peak_rss_mb": round(_peak_rss_mb(), 1), "peak_over_data_mb": round(_peak_rss_mb() - data_mb, 1),
             "self_first": bool((idx[:, 0] == np.arange(n)).all())}
 
@@ -237,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                            help="comma-separated backends (default: all available here)")
         else:
             p.add_argument("--backend", required=True)
+            p.add_argument("--precision", default="fp32", help="torch matmul precision: fp32, fp16 or bf16")
+            p.add_argument("--save", help="write the neighbours to this .npz")
     p = sub.add_parser("stacker", help="stacker feature building and prediction per million candidate pairs")
     p.add_argument("--n", type=int, default=20_000, help="rows (pairs are about n * 2k)")
     p.add_argument("--k", type=int, default=50, help="neighbours per row and model")
@@ -253,7 +259,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listings", required=True, help="listings in the training data's format")
     p.add_argument("--images", default=None, help="photo folder, when the model reads photos")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions of the one-listing case")
+    p = sub.add_parser("gpu", help="the prepared GPU check: GPU tests, KNN, generator, training, the 34k chain")
+    p.add_argument("--out", help="report file (default outputs/bench/gpu-<time>.json)")
+    p.add_argument("--budget", type=float, default=540, help="seconds for the whole check (default 9 minutes)")
+    p.add_argument("--groups", type=int, default=33_500, help="groups of the generated competition data")
+    p.add_argument("--data", help="folder of that data (default inputs/competition-34k, the chain's)")
+    p.add_argument("--knn-n", type=int, default=70_000, help="rows of the KNN comparison (512 dimensions, K=50)")
+    p.add_argument("--train-rows", type=int, default=8_000, help="rows of the training-throughput runs")
+    p.add_argument("--chain-config", default="configs/competition-34k.yaml", help="'' skips the chain")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="chain config override")
     args = ap.parse_args(argv)
+    if args.cmd == "gpu":
+        from utils.core.paths import OUTPUTS
+
+        from .bench_gpu import report, summary_lines
+
+        out = Path(args.out) if args.out else OUTPUTS / "bench" / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        r = report(out, budget_s=args.budget, knn_n=args.knn_n, groups=args.groups,
+                   data=Path(args.data) if args.data else None,
+                   train_rows=args.train_rows, chain_config=args.chain_config or None, chain_overrides=args.set)
+        print("\n".join(summary_lines(r)))
+        print(f"report: {out}")
+        return 0
     if args.cmd == "valuation-predict":
         r = bench_valuation_predict(args.model, args.listings, args.images, args.repeat)
         print(json.dumps(r))
@@ -277,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['predict_seconds_per_million_pairs']} s per million pairs, peak RSS {r['peak_rss_mb']:.0f} MB")
         return 0
     if args.cmd == "knn-one":
-        print(json.dumps(knn_one(args.backend, args.n, args.d, args.k, args.chunk)))
+        print(json.dumps(knn_one(args.backend, args.n, args.d, args.k, args.chunk, args.precision, args.save)))
         return 0
     rows = bench_knn(args.n, args.d, args.k, args.chunk, args.backends.split(","))
     print(f"\nKNN on {args.n:,} random unit vectors, d={args.d}, K={args.k}, chunk={args.chunk}")

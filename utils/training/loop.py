@@ -271,8 +271,9 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
         t0 = time.perf_counter()
         encoder.train()
         loss_fn.train()
-        losses, skipped = [], 0
+        losses, skipped, seen = [], 0, 0
         for batch in progress(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False):
+            seen += len(batch["label"])
             y = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 loss = loss_fn(encoder(_to_device(batch, device)), y)
@@ -291,12 +292,15 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
             else:  # the schedule follows the optimiser's steps, not the batches
                 sched.step()
             losses.append(loss.item())
+        train_seconds = time.perf_counter() - t0  # the loss's .item() waits for the GPU: the step is done
         if val_df is not None:
             val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg, val_loader)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_f1": val_f1, "val_threshold": val_thr,
-               "steps": len(losses), "skipped_steps": skipped, "seconds": round(time.perf_counter() - t0, 1)}
+               "steps": len(losses), "skipped_steps": skipped, "seconds": round(time.perf_counter() - t0, 1),
+               "rows_per_second": round(seen / max(train_seconds, 1e-9), 1)}  # training only, validation excluded
         history.append(row)
-        log.info("%s: epoch %d/%d: loss %.4f, val F1 %.4f", run, epoch, cfg.epochs, row["loss"], val_f1)
+        log.info("%s: epoch %d/%d: loss %.4f, val F1 %.4f, %.0f rows/s", run, epoch, cfg.epochs, row["loss"], val_f1,
+                 row["rows_per_second"])
         ckpt = {"config": asdict(cfg), "state_dict": encoder.state_dict(), "epoch": epoch, "history": history}
         torch.save(ckpt, out_dir / "last.pt")
         score_now = val_f1 if val_df is not None else float(epoch)
