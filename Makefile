@@ -42,7 +42,7 @@ bench: install  ## KNN backends on 70,000 x 512 random unit vectors
 	$(PY) -m utils.bench knn
 
 # What a GPU machine without network lacks (it has torch, torchvision, timm, transformers, sentence-transformers,
-# numpy, pandas, scipy, scikit-learn, pytest, matplotlib, pillow...): see ../shared/GPU.md. xgboost is left out
+# numpy, pandas, scipy, scikit-learn, pytest, matplotlib, pillow...), as measured on two visits. xgboost is left out
 # (its CUDA wheel is 130 MB): 05's `model: auto` then trains LightGBM there, and the XGBoost GPU tests skip.
 GPU_BOX_WHEELS := papermill|nbclient|nbformat|ipykernel|ipython|jupyter.client|jupyter.core|pyzmq|tornado|traitlets\
 	|comm|matplotlib.inline|prompt.toolkit|pexpect|ptyprocess|stack.data|asttokens|executing|pure.eval|wcwidth\

@@ -92,7 +92,7 @@ def test_truncated_jpeg_is_reported_before_training(tmp_path):
     (None, ["04_postprocess.inb={rounds: 1, threshold: 2.0}"], "inb.threshold must be in [0, 1]"),
     (None, ["04_postprocess.min2=maybe"], "04_postprocess.min2: expected bool"),
     (None, ["04_postprocess.fp_weight=-1"], "fp_weight must be 'auto' or a positive number"),
-    (None, ["05_stacker.model=catboost"], "model must be one of lightgbm, xgboost, blend"),
+    (None, ["05_stacker.model=catboost"], "model must be one of auto, lightgbm, xgboost, blend"),
     (None, ["05_stacker.fp_weight=autox"], "fp_weight must be 'auto' or a positive number"),
     (None, ["05_stacker.device=tpu"], "device must be one of auto, cpu, cuda"),
     (None, ["03_knn.precision=fp8"], "precision must be one of"),

@@ -478,6 +478,44 @@ def test_an_untrained_wide_and_deep_model_prices_as_the_ridge():
         HMGNet(HMGConfig(head="direct", wide=True), inputs)
 
 
+def test_minilm_pooled_text_trains_saves_and_prices_new_listings_alike(tmp_path):
+    """Text "minilm": the listing text's frozen MiniLM embedding (the packaged model) replaces the pooled WordLlama
+    tokens; it is computed once per dataset, saved as settings (not vectors) and recomputed for new listings."""
+    from utils.valuation import features
+    from utils.valuation.features import Preprocessor, listing_text, sentence_embeddings
+    from utils.valuation.fit import predict, train
+    from utils.valuation.metrics import IntervalBounds
+    from utils.valuation.model import HMGConfig, HMGNet
+    from utils.valuation.saved import Valuer, save_model
+
+    df = _wide_frame()
+    settings = {"model_dir": None, "max_length": 32}
+    pre = Preprocessor.fit(df, np.arange(40), ["case"], ["age_years"], sentence=settings)
+    inputs = pre.transform(df, progress_bar=False)
+    assert inputs.sentences.shape == (60, 384)
+    np.testing.assert_allclose(inputs.sentences.norm(dim=1).numpy(), 1.0, atol=1e-5)
+    same = df["title"] == df["title"].iloc[0]  # equal texts, equal embeddings; others differ
+    rows = inputs.sentences[np.flatnonzero(same)]
+    assert torch.allclose(rows, inputs.sentences[0].expand(len(rows), -1), atol=1e-6)
+    assert not torch.allclose(inputs.sentences[0], inputs.sentences[int(np.flatnonzero(~same)[0])])
+    cfg = HMGConfig(dsca=False, structure=False, global_image=False, market=False, text="minilm")
+    model, _ = train(cfg, inputs, np.arange(40), np.arange(40, 50), epochs=2, batch_size=16, progress=False)
+    expected = predict(model, np.arange(50, 60))["price"]
+    save_model(tmp_path / "m", model, pre, IntervalBounds((-0.2, 0.2)), 0.8)
+    saved = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert saved["preprocessor"]["sentence"] == settings and saved["config"]["text"] == "minilm"
+    loads = features._sentence_model.cache_info().misses
+    priced = Valuer.load(tmp_path / "m").predict(df.iloc[50:60].reset_index(drop=True))
+    np.testing.assert_allclose(priced["price"].to_numpy(), expected, rtol=1e-4)
+    assert features._sentence_model.cache_info().misses == loads  # the encoder loaded once per process
+    np.testing.assert_allclose(sentence_embeddings(listing_text(df.iloc[:3]), settings, False), inputs.sentences[:3],
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="sentence embeddings"):
+        HMGNet(cfg, Preprocessor.fit(df, np.arange(40), ["case"]).transform(df, progress_bar=False))
+    with pytest.raises(ValueError, match="wordllama or minilm"):
+        HMGNet(HMGConfig(text="bert"), inputs)
+
+
 def test_mondrian_bounds_per_group_with_a_fallback():
     from utils.valuation.metrics import IntervalBounds, calibrate
 
@@ -490,3 +528,29 @@ def test_mondrian_bounds_per_group_with_a_fallback():
     assert lo[0] == pytest.approx(np.log(2) - 1) and lo[1] == lo[2] == b.overall[0]  # b, c: too few / unseen
     assert IntervalBounds.from_dict(b.to_dict()) == b
     assert calibrate(y, p, 0.8).for_rows(None) == b.overall
+
+
+def test_group_scales_by_hand_and_normalised_bounds_for_small_groups():
+    from utils.valuation.metrics import IntervalBounds, calibrate, group_scales
+
+    # validation residuals: group a all 0.1, group b all 0.3 (log1p space); overall mean square 0.05
+    val_p = np.ones(4)
+    val_y = np.expm1(np.log1p(val_p) + np.array([0.1, 0.1, 0.3, 0.3]))
+    scales = group_scales(val_y, val_p, np.array(["a", "a", "b", "b"]), shrink=2.0)
+    assert scales["a"] == pytest.approx(np.sqrt((0.02 + 2 * 0.05) / 4 / 0.05))
+    assert scales["b"] == pytest.approx(np.sqrt((0.18 + 2 * 0.05) / 4 / 0.05))
+    # calibration: 9 rows, residual = scale x (-1 .. +1): normalised scores are exactly -1, -0.75, ..., +1
+    groups = np.array(["a", "b", "a", "b", "a", "b", "a", "b", "a"])
+    z = np.linspace(-1, 1, 9)
+    scale = np.array([scales[g] for g in groups])
+    cal_p = np.full(9, 10.0)
+    cal_y = np.expm1(np.log1p(cal_p) + z * scale)
+    b = calibrate(cal_y, cal_p, 0.8, groups, "category", min_rows=10, scales=scales)
+    assert not b.groups  # no group has 10 calibration rows
+    assert b.normalised == pytest.approx((-1.0, 1.0))  # ranks 1 and 9 of 9 at the 80% level
+    lo, hi = b.for_rows(np.array(["a", "b", "new"]))
+    np.testing.assert_allclose(hi, [scales["a"], scales["b"], 1.0])  # the harder group gets the wider interval
+    np.testing.assert_allclose(lo, -hi)
+    assert IntervalBounds.from_dict(json.loads(json.dumps(b.to_dict()))) == b  # through model.json
+    with pytest.raises(ValueError, match="groups"):
+        calibrate(cal_y, cal_p, 0.8, scales=scales)

@@ -75,6 +75,8 @@ class Params(RunParams):
                                           "game")
     wide: bool | str = param("auto", "a Ridge on sparse words the network corrects: True, False, \"auto\" "
                                      "(validation picks)")
+    text: str = param("wordllama", "pooled text: wordllama (static token table) or minilm (frozen MiniLM)")
+    text_model_dir: str = param("", "sentence-transformers folder for text minilm (\"\": the packaged MiniLM)")
     interval_by: str | None = param("category", "Mondrian intervals: bounds per value of this column (None: one "
                                                 "for all)")
     min_group_rows: int = param(10, "calibration rows a group needs for its own interval bounds (else the "
@@ -83,6 +85,7 @@ class Params(RunParams):
     def __post_init__(self) -> None:
         at_least("epochs", self.epochs)
         one_of("wide", self.wide, (True, False, "auto"))
+        one_of("text", self.text, ("wordllama", "minilm"))
         at_least("min_group_rows", self.min_group_rows, 2)
         for name in ("val_share", "cal_share", "test_share", "interval_level"):
             in_unit(name, getattr(self, name))
@@ -139,8 +142,9 @@ def load(params: Params) -> Study:
     images = params.images_dir or None
     backbone = Backbone(**params.image) if images else None
     photos = listing_images(df, images, backbone) if images else None  # the frozen backbone, once
+    sentence = {"model_dir": params.text_model_dir or None, "max_length": 64} if params.text == "minilm" else None
     inputs_for = SplitInputs(df, accessories, numeric, params.image, params.images_dir, backbone, photos,
-                             wide=params.wide is not False)
+                             wide=params.wide is not False, sentence=sentence)
     subsets = {}
     if truth is not None:
         subtle = truth["subtle_defect"].to_numpy(bool)
@@ -172,7 +176,7 @@ def fit_args(params: Params) -> dict:
 def main_config(params: Params) -> HMGConfig:
     """HMG-Net's parts and settings from the parameters (the deep model; `compare_models` adds the wide part)."""
     return HMGConfig(**params.parts, attention=params.attention, patches=params.patches,
-                     claim_weight=params.claim_weight)
+                     claim_weight=params.claim_weight, text=params.text)
 
 
 def runs_ablation(params: Params, study: Study) -> bool:

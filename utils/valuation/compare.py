@@ -16,7 +16,7 @@ from utils.core.progress import progress
 from . import baselines
 from .features import Inputs
 from .fit import predict, train
-from .metrics import IntervalBounds, apply_interval, calibrate, coverage, paired_bootstrap, rmsle
+from .metrics import IntervalBounds, apply_interval, calibrate, coverage, group_scales, paired_bootstrap, rmsle
 from .model import HMGConfig, HMGNet
 
 
@@ -95,8 +95,8 @@ def compare(df: pd.DataFrame, splits: list[Split], variants: dict[str, HMGConfig
             inputs_for: Callable[[Split], Inputs], numeric: list[str], level: float = 0.8,
             interval_by: str | None = None, min_group_rows: int = 10, **fit_args) -> Comparison:
     """Every HMG-Net variant (interval calibrated on the split's calibration rows, per `interval_by` group where
-    it has `min_group_rows` of them) and every baseline on each split; `inputs_for(split)` encodes the listings
-    with preprocessing fitted on that split's training rows."""
+    it has `min_group_rows` of them, else scaled by the group's validation error) and every baseline on each
+    split; `inputs_for(split)` encodes the listings with preprocessing fitted on that split's training rows."""
     y = df["price"].to_numpy(float)
     groups = df[interval_by].astype(str).to_numpy() if interval_by and interval_by in df else None
     frames, models, histories, bounds, validation = [], {}, {}, {}, {}
@@ -104,9 +104,11 @@ def compare(df: pd.DataFrame, splits: list[Split], variants: dict[str, HMGConfig
         inputs = inputs_for(split)
         for name, cfg in variants.items():
             model, history = train(cfg, inputs, split.train, split.val, seed=split.seed, **fit_args)
+            scales = None if groups is None else group_scales(y[split.val], predict(model, split.val)["price"],
+                                                              groups[split.val])
             q = calibrate(y[split.cal], predict(model, split.cal)["price"], level,
                           None if groups is None else groups[split.cal], interval_by if groups is not None else None,
-                          min_group_rows)
+                          min_group_rows, scales)
             test = predict(model, split.test)
             lo, hi = apply_interval(test["price"], q.for_rows(None if groups is None else groups[split.test]))
             validation.setdefault(name, []).append(min(h["val_rmsle"] for h in history))

@@ -1,7 +1,9 @@
-"""Model inputs from listings: tokens, cached image feature maps, categorical ids, numbers, anchors, claims."""
+"""Model inputs from listings: tokens, sentence embeddings, cached image feature maps, categorical ids, numbers,
+anchors, claims."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +13,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from utils.core.progress import enabled as progress_enabled
 from utils.core.progress import progress
+from utils.core.weights import load_sentence_transformer
 
 from .structure import DEFAULT_DEFECTS, parse_claims
 from .wide import WideModel, out_of_fold
@@ -41,6 +45,7 @@ class Inputs:
     month: torch.Tensor | None = None  # [N] months since the first listing
     sizes: dict[str, int] = field(default_factory=dict)  # vocabulary size per categorical column
     wide: torch.Tensor | None = None  # [N] the wide part's log(price / anchor) (out of fold on training rows)
+    sentences: torch.Tensor | None = None  # [N, 384] frozen MiniLM embeddings of the listing text (text "minilm")
 
 
 @dataclass
@@ -194,6 +199,26 @@ def _months(dates: pd.Series, origin: tuple[int, int]) -> pd.Series:
     return (dates.dt.year - origin[0]) * 12 + dates.dt.month - origin[1]
 
 
+def listing_text(df: pd.DataFrame) -> list[str]:
+    """What the text encoders read: "title. description" (either may be absent)."""
+    blank = pd.Series("", index=df.index)
+    return (df.get("title", blank).astype(str) + ". " + df.get("description", blank).astype(str)).tolist()
+
+
+@functools.cache
+def _sentence_model(model_dir: str | None, max_length: int):
+    return load_sentence_transformer(model_dir, max_length)
+
+
+def sentence_embeddings(texts: list[str], settings: dict, progress_bar: bool = True) -> torch.Tensor:
+    """L2-normalised sentence-transformers embeddings of `texts` (default all-MiniLM-L6-v2, shipped in a wheel;
+    `settings`: model_dir, max_length); the model loads once per process, so pricing one listing stays fast."""
+    model = _sentence_model(settings.get("model_dir") or None, int(settings.get("max_length", 64)))
+    X = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                     show_progress_bar=progress_bar and progress_enabled() and len(texts) > 256)
+    return torch.from_numpy(np.asarray(X, dtype=np.float32))
+
+
 @dataclass
 class Preprocessor:
     """Everything learnt from the training rows that turns listings into `Inputs`: the anchor table,
@@ -210,11 +235,13 @@ class Preprocessor:
     month_origin: tuple[int, int] | None = None  # (year, month) of the first training listing
     months: int = 0  # months spanned by the training listings
     wide: WideModel | None = None  # the Ridge of log(price / anchor) on sparse words, attributes and numbers
+    sentence: dict | None = None  # sentence-transformers settings (model_dir, max_length) for text "minilm"
 
     @classmethod
     def fit(cls, df: pd.DataFrame, train_idx: np.ndarray, accessories: list[str], numeric: list[str] = (),
-            image: dict | None = None, wide: bool = False) -> Preprocessor:
-        """Fitted on the training rows `train_idx`; with `wide`, the wide part (a Ridge on prices) too."""
+            image: dict | None = None, wide: bool = False, sentence: dict | None = None) -> Preprocessor:
+        """Fitted on the training rows `train_idx`; with `wide`, the wide part (a Ridge on prices) too; with
+        `sentence`, listings also get sentence embeddings."""
         train = df.iloc[train_idx]
         anchor = AnchorTable.fit(train)
         vocab = {c: sorted(train[c].astype(str).unique()) for c in (*CATEGORICAL, "location") if c in df}
@@ -228,6 +255,7 @@ class Preprocessor:
             pre.months = int(_months(pd.Series([last]), pre.month_origin).iloc[0]) + 1
         if wide:
             pre.wide = WideModel.fit(df, train_idx, *anchor.apply(df), numeric)
+        pre.sentence = dict(sentence) if sentence else None
         return pre
 
     def to_dict(self) -> dict:
@@ -240,14 +268,15 @@ class Preprocessor:
         return cls(**{**d, "anchor": AnchorTable(**d["anchor"]), "month_origin": origin, "wide": wide})
 
     def transform(self, df: pd.DataFrame, images_dir: str | None = None, backbone: Backbone | None = None,
-                  progress_bar: bool = True, images: tuple[torch.Tensor, ...] | None = None) -> Inputs:
+                  progress_bar: bool = True, images: tuple[torch.Tensor, ...] | None = None,
+                  sentences: torch.Tensor | None = None) -> Inputs:
         """Inputs for every row of `df` (training rows or new listings); unknown values get id 0, dates
         outside the training months the nearest one, missing photos a grey frame with has_image False.
-        `images`: `listing_images` of `df` computed once (they do not depend on the training rows)."""
+        `images` and `sentences`: `listing_images` and `sentence_embeddings` of `df` computed once (they do not
+        depend on the training rows)."""
         n = len(df)
         anchor, estimated = self.anchor.apply(df)
-        blank = pd.Series("", index=df.index)
-        text = (df.get("title", blank).astype(str) + ". " + df.get("description", blank).astype(str)).tolist()
+        text = listing_text(df)
         cats = {c: _ids(df[c].astype(str), v) if c in df else torch.zeros(n, dtype=torch.long)
                 for c, v in self.vocab.items() if c != "location"}
         sizes = {c: len(v) + 1 for c, v in self.vocab.items()}
@@ -262,6 +291,9 @@ class Preprocessor:
                         price=torch.tensor(price, dtype=torch.float32), sizes=sizes)
         if self.wide is not None:
             inputs.wide = torch.tensor(self.wide.predict(df, anchor, estimated), dtype=torch.float32)
+        if self.sentence is not None:
+            inputs.sentences = sentences if sentences is not None else sentence_embeddings(text, self.sentence,
+                                                                                         progress_bar)
         if self.image is not None:
             inputs.pixels, inputs.patches, inputs.pooled, inputs.has_image = images or listing_images(
                 df, images_dir, backbone or Backbone(**self.image), progress_bar)
@@ -290,15 +322,21 @@ class SplitInputs:
     backbone: Backbone | None = None
     photos: tuple | None = None  # `listing_images`: the frozen backbone's outputs for every listing, computed once
     wide: bool = False  # fit the wide part (and its out-of-fold predictions on the training rows)
+    sentence: dict | None = None  # sentence-transformers settings: listings get sentence embeddings (text "minilm")
+    sentences: torch.Tensor | None = None  # those embeddings, computed once on first use
     preprocessors: dict = field(default_factory=dict)
     encoded: dict = field(default_factory=dict)
 
     def __call__(self, split) -> Inputs:
         if split.name not in self.encoded:
             self.preprocessors[split.name] = Preprocessor.fit(self.df, split.train, self.accessories, self.numeric,
-                                                              self.image if self.images_dir else None, self.wide)
+                                                              self.image if self.images_dir else None, self.wide,
+                                                              self.sentence)
             pre = self.preprocessors[split.name]
-            inputs = pre.transform(self.df, self.images_dir, self.backbone, images=self.photos)
+            if self.sentence is not None and self.sentences is None:
+                self.sentences = sentence_embeddings(listing_text(self.df), self.sentence)
+            inputs = pre.transform(self.df, self.images_dir, self.backbone, images=self.photos,
+                                   sentences=self.sentences)
             if inputs.wide is not None:  # training rows: the wide part's prediction from a Ridge not fitted on them
                 anchor, estimated = pre.anchor.apply(self.df)
                 inputs.wide[split.train] = torch.tensor(out_of_fold(self.df, split.train, anchor, estimated,

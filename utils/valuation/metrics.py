@@ -36,11 +36,27 @@ def interval_quantiles(cal_y: np.ndarray, cal_p: np.ndarray, level: float = 0.8)
     if not 0 < level < 1:
         raise ValueError(f"interval level must be in (0, 1), got {level}")
     cal_y, cal_p = _check(cal_y, cal_p)
-    r = np.sort(np.log1p(cal_y) - np.log1p(cal_p))
+    return _rank_bounds(np.log1p(cal_y) - np.log1p(cal_p), level)
+
+
+def _rank_bounds(scores: np.ndarray, level: float) -> tuple[float, float]:
+    r = np.sort(scores)
     n, a = len(r), 1 - level
     lo = int(np.clip(np.floor((n + 1) * a / 2), 1, n))
     hi = int(np.clip(np.ceil((n + 1) * (1 - a / 2)), 1, n))
     return float(r[lo - 1]), float(r[hi - 1])
+
+
+def group_scales(y: np.ndarray, p: np.ndarray, groups: np.ndarray, shrink: float = 10.0) -> dict[str, float]:
+    """Each group's error scale relative to all rows': the RMS of its log residuals on rows that trained nothing
+    but early stopping (validation), shrunk toward the overall RMS s with `shrink` pseudo-rows,
+    sqrt((sum r^2 + shrink s^2) / (n + shrink)) / s, so a group seen twice stays near 1."""
+    y, p = _check(y, p)
+    r2 = (np.log1p(y) - np.log1p(p)) ** 2
+    s2 = max(float(r2.mean()), 1e-12)
+    groups = np.asarray(groups).astype(str)
+    return {str(g): float(np.sqrt((r2[groups == g].sum() + shrink * s2) / ((groups == g).sum() + shrink) / s2))
+            for g in np.unique(groups)}
 
 
 def apply_interval(p: np.ndarray, bounds: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,34 +69,51 @@ def apply_interval(p: np.ndarray, bounds: tuple[float, float]) -> tuple[np.ndarr
 @dataclass
 class IntervalBounds:
     """Conformal log-residual bounds: `overall` for every row, and (Mondrian) one pair per value of the column
-    `by` that had enough calibration rows; a row of another value, or without the column, gets `overall`."""
+    `by` that had enough calibration rows. A row of another value gets, when `scales` are known (normalised
+    conformal), the `normalised` bounds times its group's error scale (1 for a value never seen), else `overall`."""
 
     overall: tuple[float, float]
     by: str | None = None
     groups: dict[str, tuple[float, float]] = field(default_factory=dict)
+    normalised: tuple[float, float] | None = None  # bounds of residual / group scale over all calibration rows
+    scales: dict[str, float] = field(default_factory=dict)  # `group_scales`
 
     def for_rows(self, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The (lower, upper) bound of each row, given its group values (None: every row gets `overall`)."""
         if groups is None:
             return self.overall
-        pairs = np.array([self.groups.get(str(g), self.overall) for g in groups], dtype=float).reshape(-1, 2)
+        pairs = np.array([self._bounds(str(g)) for g in groups], dtype=float).reshape(-1, 2)
         return pairs[:, 0], pairs[:, 1]
 
+    def _bounds(self, group: str) -> tuple[float, float]:
+        if group in self.groups:
+            return self.groups[group]
+        if self.normalised is None:
+            return self.overall
+        scale = self.scales.get(group, 1.0)
+        return self.normalised[0] * scale, self.normalised[1] * scale
+
     def to_dict(self) -> dict:
-        return {"bounds": list(self.overall), "by": self.by, "groups": {g: list(b) for g, b in self.groups.items()}}
+        return {"bounds": list(self.overall), "by": self.by, "groups": {g: list(b) for g, b in self.groups.items()},
+                "normalised": list(self.normalised) if self.normalised else None, "scales": self.scales}
 
     @classmethod
     def from_dict(cls, d: dict) -> IntervalBounds:
-        return cls(tuple(d["bounds"]), d.get("by"), {g: tuple(b) for g, b in (d.get("groups") or {}).items()})
+        normalised = tuple(d["normalised"]) if d.get("normalised") else None
+        return cls(tuple(d["bounds"]), d.get("by"), {g: tuple(b) for g, b in (d.get("groups") or {}).items()},
+                   normalised, dict(d.get("scales") or {}))
 
 
 def calibrate(cal_y: np.ndarray, cal_p: np.ndarray, level: float = 0.8, groups: np.ndarray | None = None,
-              by: str | None = None, min_rows: int = 10) -> IntervalBounds:
+              by: str | None = None, min_rows: int = 10, scales: dict[str, float] | None = None) -> IntervalBounds:
     """Split-conformal bounds on the calibration rows; with `groups` (the values of column `by`), Mondrian: each
     group with at least `min_rows` calibration rows gets its own bounds (a group's errors need not be the
-    average's), the others the overall."""
+    average's), the others the overall ones, or with `scales` (`group_scales`, from rows other than these) the
+    normalised ones: quantiles of residual / scale over every calibration row, times the group's scale."""
     if (groups is None) != (by is None):
         raise ValueError("Mondrian bounds need both the calibration rows' groups and the column they come from")
+    if scales is not None and groups is None:
+        raise ValueError("normalised bounds need the calibration rows' groups")
     bounds = IntervalBounds(interval_quantiles(cal_y, cal_p, level), by)
     if groups is not None:
         groups = np.asarray(groups).astype(str)
@@ -88,6 +121,11 @@ def calibrate(cal_y: np.ndarray, cal_p: np.ndarray, level: float = 0.8, groups: 
             rows = groups == g
             if rows.sum() >= min_rows:
                 bounds.groups[str(g)] = interval_quantiles(np.asarray(cal_y)[rows], np.asarray(cal_p)[rows], level)
+    if scales is not None:
+        cal_y, cal_p = _check(cal_y, cal_p)
+        scale = np.array([scales.get(g, 1.0) for g in groups])
+        bounds.normalised = _rank_bounds((np.log1p(cal_y) - np.log1p(cal_p)) / scale, level)
+        bounds.scales = dict(scales)
     return bounds
 
 

@@ -43,6 +43,8 @@ class HMGConfig:
     claim_weight: float = 0.3  # weight of the text's supervision of the image detectors (accessories, defects)
     gamma: float = 1.0  # initial market weight
     wide: bool = False  # the depreciation head starts from the wide part (a Ridge on sparse words) and corrects it
+    text: str = "wordllama"  # pooled text: wordllama (mean of the static token table) | minilm (frozen sentence
+    # embedding); both through a trained projection, and DSCA reads the WordLlama tokens either way
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +72,10 @@ class HMGNet(nn.Module):
             raise ValueError("the wide part corrects the depreciation head; the direct head has none")
         if cfg.wide and inputs.wide is None:
             raise ValueError("the wide part needs the inputs' wide predictions (a Preprocessor fitted with wide=True)")
+        if cfg.text not in ("wordllama", "minilm"):
+            raise ValueError(f"text must be wordllama or minilm, got {cfg.text!r}")
+        if cfg.text == "minilm" and inputs.sentences is None:
+            raise ValueError("text minilm needs the inputs' sentence embeddings (a Preprocessor fitted with sentence)")
         self.cfg, d = cfg, cfg.dim
         images = inputs.patches is not None
         self.use_dsca, self.use_structure = cfg.dsca and images, cfg.structure and images
@@ -78,6 +84,8 @@ class HMGNet(nn.Module):
         table = word_table()
         self.register_buffer("words", table, persistent=False)  # frozen and shared: not in checkpoints
         self.text = nn.Linear(table.shape[1], d)
+        if cfg.text == "minilm":
+            self.sentence = nn.Sequential(nn.Linear(inputs.sentences.shape[1], d), nn.GELU())
         self.cat = nn.ModuleDict({c: nn.Embedding(n, 8) for c, n in inputs.sizes.items()
                                   if c in inputs.categorical})
         tab_dim = 8 * len(self.cat) + inputs.numeric.shape[1]
@@ -142,7 +150,10 @@ class HMGNet(nn.Module):
         tokens = inp.tokens[idx]
         mask = (tokens != 0).float()
         T = self.text(nn.functional.embedding(tokens, self.words))
-        text_pool = (T * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        if self.cfg.text == "minilm":
+            text_pool = self.sentence(inp.sentences[idx])
+        else:
+            text_pool = (T * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         tabular = self._tabular({c: inp.categorical[c][idx] for c in self.cat}, inp.numeric[idx])
         parts, out = [self.tab(tabular), text_pool], {}
         if self.use_dsca or self.use_structure:

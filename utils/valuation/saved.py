@@ -34,13 +34,14 @@ FORMAT = 1
 def save_model(folder: str | Path, model: HMGNet, pre: Preprocessor, bounds: IntervalBounds | tuple[float, float],
                level: float, mapping: dict | None = None, info: dict | None = None) -> Path:
     """Write `model` with its preprocessing and interval bounds (`metrics.calibrate`, or one overall pair) to
-    `folder`; the wide part goes with it only when the model uses it."""
+    `folder`; the wide part and the sentence encoder's settings go with it only when the model uses them."""
     bounds = bounds if isinstance(bounds, IntervalBounds) else IntervalBounds(tuple(bounds))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE))
-    preprocessor = {**pre.to_dict(), "wide": pre.to_dict()["wide"] if model.cfg.wide else None}
+    preprocessor = {**pre.to_dict(), "wide": pre.to_dict()["wide"] if model.cfg.wide else None,
+                    "sentence": pre.sentence if model.cfg.text == "minilm" else None}
     write_json(folder / CONFIG_FILE, {"format": FORMAT, "config": model.cfg.to_dict(), "preprocessor": preprocessor,
                                       "interval": {"level": level, **bounds.to_dict()}, "mapping": mapping,
                                       "info": info or {}})
