@@ -18,7 +18,8 @@ def test_the_gpu_check_reports_every_part_on_a_cpu(tiny_demo, tmp_path):
                                                 ("train_images", "train_images"), ("test_images", "test_images"))}
     r = bench_gpu.report(path, budget_s=400, knn_n=2_000, knn_d=16, knn_k=10, groups=40, one_core_groups=30,
                          train_rows=128, train_epochs=2, data=tiny_demo, chain_config="configs/demo.yaml",
-                         chain_overrides=[f"data.{k}={v}" for k, v in data.items()], chain_stages="00_eda")
+                         chain_overrides=[f"data.{k}={v}" for k, v in data.items()], chain_stages="00_eda",
+                         runs=tmp_path / "runs")
     assert json.loads(path.read_text()) == json.loads(json.dumps(r))  # the file holds the whole report
     assert r["machine"]["cuda"] is False and r["machine"]["cpu_cores"] >= 1
     tests = r["gpu_tests"]["tests"]
@@ -33,6 +34,7 @@ def test_the_gpu_check_reports_every_part_on_a_cpu(tiny_demo, tmp_path):
     assert all(x["rows_per_second"] > 0 and x["gpu_utilisation_mean"] is None for x in runs)
     c = r["chain"]
     assert c["finished"] and [s["stage"] for s in c["stages"]] == ["00_eda"], c
+    assert (tmp_path / "runs" / c["run"].rsplit("/", 1)[-1] / "00_eda" / "metrics.json").exists()
     text = "\n".join(bench_gpu.summary_lines(r))
     assert "pytest -m gpu: 0 passed, 0 failed" in text and "KNN 2,000 x 16 torch fp32" in text
 

@@ -227,12 +227,13 @@ def training(folder: Path, rows: int, epochs: int, image_size: int = 96) -> dict
     return out
 
 
-def chain(config: str, overrides: list[str], timeout: float, stages: str | None = None) -> dict:
-    """The pipeline on `config` in a fresh run, under `timeout`; per-stage seconds from the run's history lines
-    (the stages that finished, when the cap cut it short)."""
-    from .history import HISTORY
+def chain(config: str, overrides: list[str], timeout: float, stages: str | None = None,
+          runs: Path | None = None) -> dict:
+    """The pipeline on `config` in a fresh run folder under `runs` (default outputs/runs/), under `timeout`;
+    per-stage seconds from the history lines the run adds (the stages that finished, when the cap cut it short)."""
+    from utils.core.paths import RUNS
 
-    run = f"bench-gpu-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = (runs or RUNS) / f"bench-gpu-{time.strftime('%Y%m%d-%H%M%S')}"
     cmd = [sys.executable, "-m", "utils.pipeline", "run", "--config", config, "--set", f"run={run}"]
     for o in overrides:
         cmd += ["--set", o]
@@ -247,20 +248,21 @@ def chain(config: str, overrides: list[str], timeout: float, stages: str | None 
         finished, tail = False, [f"stopped at the cap of {timeout:.0f} s"]
     seconds = time.perf_counter() - t0
     lines = []
-    if HISTORY.exists():
+    if (run.parent / "history.csv").exists():
         import pandas as pd
 
-        history = pd.read_csv(HISTORY)
-        lines = history[history["run"] == run][["stage", "seconds", "metric", "value"]].to_dict(orient="records")
+        history = pd.read_csv(run.parent / "history.csv")
+        mine = history["run"].isin([run.name, str(run)])
+        lines = history[mine][["stage", "seconds", "metric", "value"]].to_dict(orient="records")
     inference = sum(r["seconds"] for r in lines if r["stage"] not in ("00_eda", "01_train_arcface"))
-    return {"config": config, "run": run, "finished": finished, "seconds": round(seconds, 1), "stages": lines,
+    return {"config": config, "run": str(run), "finished": finished, "seconds": round(seconds, 1), "stages": lines,
             "inference_seconds_02_to_05": round(inference, 1), "tail": tail}
 
 
 def report(path: Path, budget_s: float = 540, knn_n: int = 70_000, knn_d: int = 512, knn_k: int = 50,
            groups: int = 33_500, one_core_groups: int = 300, train_rows: int = 8_000, train_epochs: int = 3,
            data: Path | None = None, chain_config: str | None = "configs/competition-34k.yaml",
-           chain_overrides: list[str] | None = None, chain_stages: str | None = None,
+           chain_overrides: list[str] | None = None, chain_stages: str | None = None, runs: Path | None = None,
            caps: dict[str, float] | None = None) -> dict:
     """Every part in order under one budget; the report is rewritten to `path` after each part."""
     caps = {"gpu_tests": 150, "knn": 60, **(caps or {})}
@@ -288,7 +290,8 @@ def report(path: Path, budget_s: float = 540, knn_n: int = 70_000, knn_d: int = 
     part("generator", lambda: generator(data, groups, one_core_groups))
     part("training", lambda: training(data, train_rows, train_epochs))
     if chain_config:
-        part("chain", lambda: chain(chain_config, chain_overrides or [], budget.cap(budget.left() - 5), chain_stages))
+        part("chain", lambda: chain(chain_config, chain_overrides or [], budget.cap(budget.left() - 5), chain_stages,
+                                    runs))
     return result
 
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 MAIN = "HMG-Net (anchor)"  # the model every other is compared with
 DIRECT = "direct price (same encoders)"  # HMG-Net's encoders with a head that predicts the price itself
 DEEP, WIDE = "HMG-Net deep only", "HMG-Net wide + deep"  # with wide "auto": both, the better on validation is MAIN
+TEXTS = {"wordllama": "WordLlama", "minilm": "MiniLM"}  # with text "auto": both, named in the candidates
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Params(RunParams):
                                           "game")
     wide: bool | str = param("auto", "a Ridge on sparse words the network corrects: True, False, \"auto\" "
                                      "(validation picks)")
-    text: str = param("wordllama", "pooled text: wordllama (static token table) or minilm (frozen MiniLM)")
+    text: str = param("auto", "pooled text: wordllama (token table), minilm (frozen MiniLM) or auto (validation)")
     text_model_dir: str = param("", "sentence-transformers folder for text minilm (\"\": the packaged MiniLM)")
     interval_by: str | None = param("category", "Mondrian intervals: bounds per value of this column (None: one "
                                                 "for all)")
@@ -85,7 +86,7 @@ class Params(RunParams):
     def __post_init__(self) -> None:
         at_least("epochs", self.epochs)
         one_of("wide", self.wide, (True, False, "auto"))
-        one_of("text", self.text, ("wordllama", "minilm"))
+        one_of("text", self.text, ("auto", "wordllama", "minilm"))
         at_least("min_group_rows", self.min_group_rows, 2)
         for name in ("val_share", "cal_share", "test_share", "interval_level"):
             in_unit(name, getattr(self, name))
@@ -142,7 +143,7 @@ def load(params: Params) -> Study:
     images = params.images_dir or None
     backbone = Backbone(**params.image) if images else None
     photos = listing_images(df, images, backbone) if images else None  # the frozen backbone, once
-    sentence = {"model_dir": params.text_model_dir or None, "max_length": 64} if params.text == "minilm" else None
+    sentence = {"model_dir": params.text_model_dir or None, "max_length": 64} if params.text != "wordllama" else None
     inputs_for = SplitInputs(df, accessories, numeric, params.image, params.images_dir, backbone, photos,
                              wide=params.wide is not False, sentence=sentence)
     subsets = {}
@@ -174,9 +175,25 @@ def fit_args(params: Params) -> dict:
 
 
 def main_config(params: Params) -> HMGConfig:
-    """HMG-Net's parts and settings from the parameters (the deep model; `compare_models` adds the wide part)."""
+    """HMG-Net's parts and settings from the parameters: the deep model, with WordLlama text where the text is
+    chosen by validation (`candidates` adds the wide part and the other text encoder)."""
     return HMGConfig(**params.parts, attention=params.attention, patches=params.patches,
-                     claim_weight=params.claim_weight, text=params.text)
+                     claim_weight=params.claim_weight, text="wordllama" if params.text == "auto" else params.text)
+
+
+def candidates(params: Params, deep: HMGConfig) -> dict[str, HMGConfig]:
+    """HMG-Net's candidates: with and without the wide part (`wide` "auto": both) for each text encoder (`text`
+    "auto": both); the one with the lower mean validation RMSLE becomes HMG-Net. A single candidate is HMG-Net."""
+    texts = tuple(TEXTS) if params.text == "auto" else (deep.text,)
+    wides = (False, True) if params.wide == "auto" else (params.wide is True,)
+    if len(texts) * len(wides) == 1:
+        return {MAIN: replace(deep, wide=wides[0])}
+    out = {}
+    for text in texts:
+        for wide in wides:
+            name = (WIDE if wide else DEEP) if len(wides) > 1 else "HMG-Net"
+            out[name + (f", {TEXTS[text]}" if len(texts) > 1 else "")] = replace(deep, text=text, wide=wide)
+    return out
 
 
 def runs_ablation(params: Params, study: Study) -> bool:
@@ -187,22 +204,22 @@ def runs_ablation(params: Params, study: Study) -> bool:
 
 
 def compare_models(params: Params, study: Study) -> tuple[cmp.Comparison, pd.DataFrame]:
-    """HMG-Net (with `wide` "auto": deep only and wide + deep, the one with the lower mean validation RMSLE
-    becoming HMG-Net), its direct-price head, the ablation's variants (when it runs) and the baselines on every
-    split; and the summary table against HMG-Net (the ablation's variants are left to the ablation table)."""
+    """HMG-Net's `candidates` (the one with the lower mean validation RMSLE becoming HMG-Net), its direct-price
+    head, the ablation's variants (when it runs) and the baselines on every split; and the summary table against
+    HMG-Net (the ablation's variants are left to the ablation table)."""
     deep = main_config(params)
-    variants = {MAIN: replace(deep, wide=params.wide is True)} if params.wide != "auto" else \
-        {DEEP: deep, WIDE: replace(deep, wide=True)}
+    variants = candidates(params, deep)
+    choices = [n for n in variants if n != MAIN]
     variants[DIRECT] = replace(deep, head="direct")
     ablation = runs_ablation(params, study)
     if ablation:
         variants.update({name: replace(deep, **switch) for name, switch in ex.ABLATION.items()})
     comparison = cmp.compare(study.df, study.splits, variants, study.inputs_for, study.numeric,
                              params.interval_level, params.interval_by, params.min_group_rows, **fit_args(params))
-    if params.wide == "auto":
-        chosen = min((DEEP, WIDE), key=lambda n: float(np.mean(comparison.validation[n])))
-        log.info("validation RMSLE (mean over splits): deep only %.4f, wide + deep %.4f -> HMG-Net is %s",
-                 np.mean(comparison.validation[DEEP]), np.mean(comparison.validation[WIDE]), chosen)
+    if choices:
+        chosen = min(choices, key=lambda n: float(np.mean(comparison.validation[n])))
+        log.info("validation RMSLE (mean over splits): %s -> HMG-Net is %s", ", ".join(
+            f"{n} {np.mean(comparison.validation[n]):.4f}" for n in choices), chosen)
         comparison = cmp.aliased(comparison, chosen, MAIN)
     preds = comparison.predictions
     left = list(ex.ABLATION) if ablation else []
@@ -437,7 +454,7 @@ def finish(stage: Stage, params: Params, study: Study, results: Results) -> dict
                "by_group": {c: records(t) for c, t in iv.by_group.items()},
                "gamma": ex.gamma_of(results.comparison.models[MAIN]), "detectors": results.detectors,
                "parts": params.parts, "attention": params.attention,
-               "wide": results.comparison.models[MAIN].cfg.wide,
+               "wide": results.comparison.models[MAIN].cfg.wide, "text": results.comparison.models[MAIN].cfg.text,
                "validation_rmsle": {k: float(np.mean(v)) for k, v in results.comparison.validation.items()},
                "ablation": records(results.ablation),
                "convergence": anchor and anchor.curves, "fractions": records(anchor and anchor.fractions),
