@@ -91,11 +91,21 @@ class Comparison:
     validation: dict[str, list[float]]  # best validation RMSLE per HMG-Net variant, one per split (model choice)
 
 
+def _scales(y: np.ndarray, groups: np.ndarray, split: Split, inputs: Inputs, model) -> dict[str, float]:
+    """Each group's relative error scale for the normalised intervals, from rows that neither calibrate nor test:
+    the wide part's out-of-fold errors on the training rows where the inputs have them (many rows per group),
+    else the model's errors on the validation rows."""
+    if inputs.wide is not None:
+        oof = inputs.anchor.numpy()[split.train] * np.exp(inputs.wide.numpy()[split.train])
+        return group_scales(y[split.train], oof, groups[split.train])
+    return group_scales(y[split.val], predict(model, split.val)["price"], groups[split.val])
+
+
 def compare(df: pd.DataFrame, splits: list[Split], variants: dict[str, HMGConfig],
             inputs_for: Callable[[Split], Inputs], numeric: list[str], level: float = 0.8,
             interval_by: str | None = None, min_group_rows: int = 10, **fit_args) -> Comparison:
     """Every HMG-Net variant (interval calibrated on the split's calibration rows, per `interval_by` group where
-    it has `min_group_rows` of them, else scaled by the group's validation error) and every baseline on each
+    it has `min_group_rows` of them, else scaled by the group's error scale, `_scales`) and every baseline on each
     split; `inputs_for(split)` encodes the listings with preprocessing fitted on that split's training rows."""
     y = df["price"].to_numpy(float)
     groups = df[interval_by].astype(str).to_numpy() if interval_by and interval_by in df else None
@@ -104,8 +114,7 @@ def compare(df: pd.DataFrame, splits: list[Split], variants: dict[str, HMGConfig
         inputs = inputs_for(split)
         for name, cfg in variants.items():
             model, history = train(cfg, inputs, split.train, split.val, seed=split.seed, **fit_args)
-            scales = None if groups is None else group_scales(y[split.val], predict(model, split.val)["price"],
-                                                              groups[split.val])
+            scales = None if groups is None else _scales(y, groups, split, inputs, model)
             q = calibrate(y[split.cal], predict(model, split.cal)["price"], level,
                           None if groups is None else groups[split.cal], interval_by if groups is not None else None,
                           min_group_rows, scales)
