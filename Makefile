@@ -54,7 +54,7 @@ space := $(subst ,, )
 BENCH_PY := $(if $(wildcard $(PY)),$(PY),python3)
 
 gpu-wheels: install  ## the wheels above, at this venv's versions, for the GPU machine's Python 3.12, into .whl/
-	mkdir -p $(WHEELS)
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d $(WHEELS) $$($(PY) -m pip freeze | grep -iE "^($(subst $(space),,$(GPU_BOX_WHEELS)))==")

@@ -44,11 +44,21 @@ def test_a_part_that_fails_or_runs_out_of_time_is_reported_and_the_rest_goes_on(
     monkeypatch.setattr(bench_gpu, "gpu_tests", lambda timeout: 1 / 0)
     monkeypatch.setattr(bench_gpu, "knn", lambda *a: time.sleep(1.5) or {"variants": []})
     r = bench_gpu.report(tmp_path / "r.json", budget_s=6, data=tmp_path / "none", chain_config="configs/demo.yaml")
-    assert r["gpu_tests"]["error"].startswith("ZeroDivisionError") and r["knn"] == {"variants": [],
-                                                                                   "part_seconds": 1.5}
+    assert r["gpu_tests"]["error"].startswith("ZeroDivisionError") and r["knn"]["part_seconds"] >= 1.5
     for part in ("generator", "training", "chain"):
         assert r[part]["skipped"] == "the budget is spent"
     assert "gpu_tests: ZeroDivisionError" in "\n".join(bench_gpu.summary_lines(r))
+
+
+def test_a_part_past_its_cap_is_killed_with_its_children_and_reported(monkeypatch):
+    t0 = time.perf_counter()
+    code, out, _ = bench_gpu.run_capped(["bash", "-c", "echo started; sleep 30 & sleep 30"], timeout=1)
+    assert code is None and out.strip() == "started" and time.perf_counter() - t0 < 10
+    r = bench_gpu.capped_part("training", {"folder": "/nonexistent", "rows": 1, "epochs": 1}, timeout=60)
+    assert "No such file" in r["error"] or "not found" in r["error"].lower(), r
+    verbose = "tests/test_gpu.py::test_a PASSED [ 50%]\ntests/test_gpu.py::test_b[torch] SKIPPED (no) [100%]\n"
+    assert [(t["test"], t["outcome"]) for t in bench_gpu._verbose_outcomes(verbose)] == [
+        ("test_gpu::test_a", "passed"), ("test_gpu::test_b[torch]", "skipped")]
 
 
 def test_agreement_counts_shared_neighbours_whatever_their_order():

@@ -21,10 +21,15 @@ def unit(n: int, d: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def assert_same_neighbours_up_to_ties(gi, gs, ci, cs, atol: float = 1e-4) -> None:
-    """Two searches agree: the same similarities, and per row the same set of neighbours strictly above the
-    row's last similarity; at the boundary, rows tied with the k-th may be any of the tied ones."""
+def assert_same_neighbours_up_to_ties(X, gi, gs, ci, cs, atol: float = 1e-4) -> None:
+    """Two searches agree: the same similarities, each reported similarity is the true one of the id returned,
+    and per row the same set of neighbours strictly above the row's last similarity; at the boundary, rows tied
+    with the k-th may be any of the tied ones."""
+    from utils.matching.fusion import pair_similarity
+
     np.testing.assert_allclose(gs, cs, atol=atol)
+    rows = np.repeat(np.arange(len(gi)), gi.shape[1])
+    np.testing.assert_allclose(pair_similarity(X, rows, gi.ravel(), device="cpu"), gs.ravel(), atol=atol)
     above = cs > cs[:, -1:] + atol
     for r in np.flatnonzero((gi != ci).any(axis=1)):
         assert set(gi[r][above[r]]) == set(ci[r][above[r]]), r
@@ -39,7 +44,7 @@ def test_gpu_knn_matches_faiss_cpu(backend):
     gi, gs, used = neighbours(X, k=30, backend=backend)
     ci, cs, _ = neighbours(X, k=30, backend="faiss-cpu")
     assert used == backend
-    assert_same_neighbours_up_to_ties(gi, gs, ci, cs)
+    assert_same_neighbours_up_to_ties(X, gi, gs, ci, cs)
 
 
 def test_torch_sparse_knn_on_cuda_matches_sklearn(real_titles):
@@ -50,7 +55,7 @@ def test_torch_sparse_knn_on_cuda_matches_sklearn(real_titles):
     gi, gs, used = neighbours(X, k=30, backend="torch")
     ci, cs, _ = neighbours(X, k=30, backend="sklearn")
     assert used == "torch"
-    assert_same_neighbours_up_to_ties(gi, gs, ci, cs)
+    assert_same_neighbours_up_to_ties(X, gi, gs, ci, cs)
 
 
 def test_pair_similarity_on_cuda_matches_the_cpu():

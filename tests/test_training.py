@@ -152,6 +152,7 @@ def test_image_fit_on_tiny_demo(tiny_demo, tmp_path):
 def test_image_training_with_decoding_workers_repeats_for_a_seed(tiny_demo, tmp_path):
     """Workers (forkserver, persistent) decode and augment; their seeds come from the loader's generator, so two
     runs with the same worker count train the same weights."""
+    import multiprocessing
     import warnings
 
     from utils.training.loop import PostingDataset, image_loader, training_workers
@@ -163,6 +164,7 @@ def test_image_training_with_decoding_workers_repeats_for_a_seed(tiny_demo, tmp_
         warnings.simplefilter("error", DeprecationWarning)  # Python 3.12 warns on fork() after threads
         runs = [fit(cfg, df, tiny_demo / "train_images", tmp_path / str(i))["history"] for i in range(2)]
     assert [h["loss"] for h in runs[0][1:]] == [h["loss"] for h in runs[1][1:]]
+    assert not multiprocessing.active_children()  # the persistent workers ended with each run
     assert np.isfinite([h["loss"] for h in runs[0][1:]]).all()
     loader = image_loader(PostingDataset(df, None), 2, cuda=False, batch_size=8)
     assert loader.multiprocessing_context.get_start_method() == "forkserver" and loader.persistent_workers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 
 @functools.cache
@@ -23,3 +24,11 @@ def xgboost_has_cuda() -> bool:
     except ImportError:
         return False
     return bool(xgboost.build_info().get("USE_CUDA"))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity call on this platform (macOS)
+        return os.cpu_count() or 1

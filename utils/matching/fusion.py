@@ -25,16 +25,20 @@ FUSIONS: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("fusion", {
 GPU_MIN_PAIRS = 200_000  # fewer pairs: copying the embeddings to the GPU costs more than the products
 
 
-def _pair_similarity_cuda(X: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 1_000_000) -> np.ndarray:
-    """`pair_similarity` of a dense X on CUDA in fp32 (equal to the CPU's up to summation order)."""
+def _pair_similarity_cuda(X: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk_bytes: int = 2**28) -> np.ndarray:
+    """`pair_similarity` of a dense X on CUDA in fp32 (equal to the CPU's up to summation order); chunks of pairs
+    whose two gathered blocks take `chunk_bytes` each, and the cache is given back (05 trains on the GPU next)."""
     import torch
 
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).cuda()
+    chunk = max(1, chunk_bytes // (4 * X.shape[1]))
     out = np.empty(len(rows), dtype=np.float32)
     for s in range(0, len(rows), chunk):
         r = torch.from_numpy(np.asarray(rows[s:s + chunk], dtype=np.int64)).cuda()
         c = torch.from_numpy(np.asarray(cols[s:s + chunk], dtype=np.int64)).cuda()
-        out[s:s + chunk] = (Xt[r] * Xt[c]).sum(dim=1).cpu().numpy()
+        out[s:s + chunk] = torch.einsum("ij,ij->i", Xt[r], Xt[c]).cpu().numpy()
+    del Xt
+    torch.cuda.empty_cache()
     return out
 
 

@@ -94,8 +94,8 @@ class PairFeatures:
 
     def __init__(self, neigh: Neigh, df: pd.DataFrame, embeddings: dict | None = None,
                  thresholds: dict[str, float] | None = None, image_sizes: np.ndarray | None = None,
-                 same_image: bool = False, phash: bool = True):
-        self.neigh, self.n = neigh, len(df)
+                 same_image: bool = False, phash: bool = True, device: str = "auto"):
+        self.neigh, self.n, self.device = neigh, len(df), device  # device of the embedding cosines (auto: CUDA)
         self.use_phash = phash  # False where the split predicted has no pHash: train without the feature too
         # the image file's name (a distractor's image may be a path): the same name is the same photo
         self.image = pd.factorize(df["image"].str.rsplit("/", n=1).str[-1])[0] if same_image else None
@@ -132,7 +132,7 @@ class PairFeatures:
             k = st["k"]
             pos_ij, pos_ji = _positions(st["index"], self.n, rows, cols), _positions(st["index"], self.n, cols, rows)
             if m in self.embeddings:
-                sim = pair_similarity(self.embeddings[m], rows, cols)
+                sim = pair_similarity(self.embeddings[m], rows, cols, device=self.device)
             else:
                 sim = _take(sims, rows, pos_ij, np.nan)
             feats[f"{m}_sim"] = sim

@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +47,31 @@ class Budget:
         return max(0.0, min(seconds, self.left()))
 
 
+def run_capped(cmd: list[str], timeout: float) -> tuple[int | None, str, str]:
+    """Run `cmd` from the project root in a session of its own; past `timeout` kill its whole process group (the
+    pytest or pipeline children with it) and return None as the exit code, with the output written so far."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # line by line, so a killed run still shows its progress
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=max(1.0, timeout))
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return None, out, err
+
+
+def capped_part(name: str, kwargs: dict, timeout: float) -> dict:
+    """One of this module's parts run in a capped process of its own (`python -m utils.run.bench_gpu NAME JSON`)."""
+    code, out, err = run_capped([sys.executable, "-m", "utils.run.bench_gpu", name, json.dumps(kwargs)], timeout)
+    if code is None:
+        return {"timed_out": True, "cap_seconds": round(timeout)}
+    if code != 0:
+        return {"error": (err.strip().splitlines() or ["?"])[-1]}
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def machine() -> dict:
     """What the check ran on: Python, torch and CUDA, the GPU, the cores, and the optional GPU packages."""
     import importlib.util
@@ -65,20 +93,24 @@ def machine() -> dict:
 
 
 def gpu_tests(timeout: float) -> dict:
-    """`pytest -m gpu`, every test's outcome with the skip or failure message."""
+    """`pytest -m gpu`, every test's outcome with the skip or failure message; past the cap, the outcomes of the
+    tests that finished (from pytest's verbose lines) and `timed_out`."""
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "gpu.xml"
-        cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"]
+        cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", f"--junitxml={xml}"]
         t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"timed_out": True, "cap_seconds": round(timeout)}
+        code, out, _ = run_capped(cmd, timeout)
         seconds = time.perf_counter() - t0
-        tests = _junit_outcomes(xml) if xml.exists() else []
+        tests = _junit_outcomes(xml) if xml.exists() else _verbose_outcomes(out)
     counts = {o: sum(t["outcome"] == o for t in tests) for o in ("passed", "failed", "skipped")}
-    return {"seconds": round(seconds, 1), "exit_code": proc.returncode, **counts, "tests": tests,
-            "tail": proc.stdout.strip().splitlines()[-1:]}
+    return {"seconds": round(seconds, 1), "exit_code": code, "timed_out": code is None, **counts, "tests": tests}
+
+
+def _verbose_outcomes(out: str) -> list[dict]:
+    """Outcomes from pytest -v lines ("tests/test_gpu.py::name PASSED [ 10%]"), for a run stopped early."""
+    found = re.findall(r"^\S+?::(\S+(?:\[[^\]]*\])?) (PASSED|FAILED|SKIPPED|ERROR)", out, flags=re.M)
+    outcome = {"PASSED": "passed", "FAILED": "failed", "ERROR": "failed", "SKIPPED": "skipped"}
+    return [{"test": f"test_gpu::{name}", "outcome": outcome[o], "message": "", "seconds": None} for name, o in found]
 
 
 def _junit_outcomes(xml: Path) -> list[dict]:
@@ -99,10 +131,10 @@ def _junit_outcomes(xml: Path) -> list[dict]:
 KNN_VARIANTS = (("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16"), ("faiss-cpu", "fp32"))
 
 
-def knn(n: int, d: int, k: int, timeout: float) -> dict:
-    """Each variant in a fresh process (CUDA start-up included, its own peak memory), then each one's agreement
-    with the reference (faiss-cpu, else torch fp32): the share of the reference's neighbours found, and the
-    largest similarity difference."""
+def knn(n: int, d: int, k: int, cap: Callable[[], float]) -> dict:
+    """Each variant in a fresh process (CUDA start-up included, its own peak memory) under `cap()` seconds (asked
+    anew for each), then each one's agreement with the reference (faiss-cpu, else torch fp32): the share of the
+    reference's neighbours found, and the largest similarity difference."""
     from utils.matching.knn import available_backends
 
     variants, found = [], {}
@@ -115,15 +147,15 @@ def knn(n: int, d: int, k: int, timeout: float) -> dict:
             save = Path(tmp) / f"{backend}-{precision}.npz"
             cmd = [sys.executable, "-m", "utils.bench", "knn-one", "--backend", backend, "--precision", precision,
                    "--n", str(n), "--d", str(d), "--k", str(k), "--save", str(save)]
-            try:
-                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-            except subprocess.TimeoutExpired:
+            timeout = cap()
+            code, out, err = run_capped(cmd, timeout)
+            if code is None:
                 variants.append({"variant": name, "timed_out": True, "cap_seconds": round(timeout)})
                 continue
-            if proc.returncode != 0:
-                variants.append({"variant": name, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]})
+            if code != 0:
+                variants.append({"variant": name, "error": (err.strip().splitlines() or ["?"])[-1]})
                 continue
-            variants.append({"variant": name, **json.loads(proc.stdout.strip().splitlines()[-1])})
+            variants.append({"variant": name, **json.loads(out.strip().splitlines()[-1])})
             with np.load(save) as z:
                 found[name] = (z["idx"], z["sims"])
     reference = "faiss-cpu" if "faiss-cpu" in found else "torch fp32" if "torch fp32" in found else None
@@ -141,11 +173,12 @@ def agreement(idx: np.ndarray, sims: np.ndarray, ref_idx: np.ndarray, ref_sims: 
             "max_similarity_difference": round(float(np.abs(sims - ref_sims).max()), 5)}
 
 
-def generator(folder: Path, groups: int, one_core_groups: int) -> dict:
+def generator(folder: str, groups: int, one_core_groups: int) -> dict:
     """Rows per second on every core (the data the next parts use, unless already there) against one core (a
     smaller set), and the check that one and every core write the same files (on the smaller set)."""
     from utils.synth.shopee import generate
 
+    folder = Path(folder)
     t0 = time.perf_counter()
     summary = generate(folder, groups=groups, seed=0, test_share=0.673) if not (folder / "train.csv").exists() \
         else json.loads((folder / "synth.json").read_text())
@@ -203,7 +236,7 @@ def gpu_utilisation(every: float = 0.25):
         thread.join()
 
 
-def training(folder: Path, rows: int, epochs: int, image_size: int = 96) -> dict:
+def training(folder: str, rows: int, epochs: int, image_size: int = 96) -> dict:
     """Image training rows/s (resnet10t, batch 64, training steps only) with decoding workers off and on (the
     default), each epoch's figure and the GPU utilisation while it trained."""
     import pandas as pd
@@ -211,6 +244,7 @@ def training(folder: Path, rows: int, epochs: int, image_size: int = 96) -> dict
     from utils.core.device import cuda_available
     from utils.training.loop import TrainConfig, fit, resolve_device, training_workers
 
+    folder = Path(folder)
     df = pd.read_csv(folder / "train.csv").head(rows)
     out = {"rows": len(df), "image_size": image_size, "device": "cuda" if cuda_available() else "cpu", "runs": []}
     for workers, n_epochs in ((0, 1), (-1, epochs)):
@@ -240,12 +274,11 @@ def chain(config: str, overrides: list[str], timeout: float, stages: str | None 
     if stages:
         cmd += ["--stages", stages]
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        finished = proc.returncode == 0
-        tail = proc.stdout.strip().splitlines()[-3:] + proc.stderr.strip().splitlines()[-2:]
-    except subprocess.TimeoutExpired:
-        finished, tail = False, [f"stopped at the cap of {timeout:.0f} s"]
+    code, out, err = run_capped(cmd, timeout)
+    finished = code == 0
+    tail = out.strip().splitlines()[-3:] + err.strip().splitlines()[-2:]
+    if code is None:
+        tail.append(f"stopped at the cap of {timeout:.0f} s")
     seconds = time.perf_counter() - t0
     lines = []
     if (run.parent / "history.csv").exists():
@@ -265,9 +298,12 @@ def report(path: Path, budget_s: float = 540, knn_n: int = 70_000, knn_d: int = 
            chain_overrides: list[str] | None = None, chain_stages: str | None = None, runs: Path | None = None,
            caps: dict[str, float] | None = None) -> dict:
     """Every part in order under one budget; the report is rewritten to `path` after each part."""
-    caps = {"gpu_tests": 150, "knn": 60, **(caps or {})}
+    caps = {"gpu_tests": 150, "knn": 60, "generator": 150, "training": 90, **(caps or {})}
     budget = Budget(budget_s)
-    data = data or ROOT / "inputs" / "competition-34k"
+    data = data or ROOT / "inputs" / ("competition-34k" if groups == 33_500 else f"bench-gpu-{groups}")
+    on_data = [f"data.{key}={data / name}" for key, name in (
+        ("train_csv", "train.csv"), ("test_csv", "test.csv"), ("test_labels_csv", "test_solution.csv"),
+        ("train_images", "train_images"), ("test_images", "test_images"))]  # the chain runs on the data made here
     result: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_seconds": budget_s}
 
     def part(name: str, fn) -> None:
@@ -286,12 +322,15 @@ def report(path: Path, budget_s: float = 540, knn_n: int = 70_000, knn_d: int = 
 
     part("machine", machine)
     part("gpu_tests", lambda: gpu_tests(budget.cap(caps["gpu_tests"])))
-    part("knn", lambda: knn(knn_n, knn_d, knn_k, budget.cap(caps["knn"])))
-    part("generator", lambda: generator(data, groups, one_core_groups))
-    part("training", lambda: training(data, train_rows, train_epochs))
+    part("knn", lambda: knn(knn_n, knn_d, knn_k, lambda: budget.cap(caps["knn"])))
+    part("generator", lambda: capped_part("generator", {"folder": str(data), "groups": groups,
+                                                        "one_core_groups": one_core_groups},
+                                          budget.cap(caps["generator"])))
+    part("training", lambda: capped_part("training", {"folder": str(data), "rows": train_rows,
+                                                      "epochs": train_epochs}, budget.cap(caps["training"])))
     if chain_config:
-        part("chain", lambda: chain(chain_config, chain_overrides or [], budget.cap(budget.left() - 5), chain_stages,
-                                    runs))
+        part("chain", lambda: chain(chain_config, on_data + (chain_overrides or []), budget.cap(budget.left() - 5),
+                                    chain_stages, runs))
     return result
 
 
@@ -327,3 +366,7 @@ def summary_lines(r: dict) -> list[str]:
         if isinstance(part, dict) and "error" in part:
             lines.append(f"{name}: {part['error']}")
     return lines
+
+
+if __name__ == "__main__":  # one part in a capped process of its own: `python -m utils.run.bench_gpu NAME JSON`
+    print(json.dumps({"generator": generator, "training": training}[sys.argv[1]](**json.loads(sys.argv[2]))))

@@ -147,7 +147,7 @@ def candidates(store: RunStore, params: Params, pool: Pool, neigh: dict, thresho
         pairs[split] = st.candidates(neigh[split], params.k)
         sizes[split] = st.image_sizes(df, images) if params.use_images else None
         featurize[split] = st.PairFeatures(neigh[split], df, emb, thresholds, sizes[split], params.same_image,
-                                           phash=pool.test_has_phash)  # test pairs are featurised in chunks later
+                                           phash=pool.test_has_phash, device=params.device)  # test: in chunks later
     rows, cols = pairs["train"]
     # per split: pair features, targets (-1: two distractors, no target), rows, cols, fold of each row
     parts = [(featurize["train"](rows, cols), st.pair_targets(rows, cols, pool.labels, distractor_mask(pool.train)),
@@ -162,7 +162,7 @@ def candidates(store: RunStore, params: Params, pool: Pool, neigh: dict, thresho
         sl_rows, sl_cols = st.candidates(sl_neigh, params.k)
         sl_sizes = None if sizes["train"] is None else slices.gather(sl, sizes["train"], sizes["test"])
         sl_X = st.PairFeatures(sl_neigh, sl.frame, emb, thresholds, sl_sizes, params.same_image,
-                               phash=pool.test_has_phash)(sl_rows, sl_cols)
+                               phash=pool.test_has_phash, device=params.device)(sl_rows, sl_cols)
         parts.append((sl_X, st.pair_targets(sl_rows, sl_cols, sl.labels, sl.distractor), sl_rows, sl_cols,
                       sl.slice_of))
         evaluated = Evaluated(sl.labels, scored_rows(sl.frame), len(sl.frame), round(len(sl.frame) / len(sl.bounds)))

@@ -8,10 +8,8 @@ the packshot design, so they are near-identical in image and title, like `Fresh 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from utils.core.device import usable_cores
 from utils.core.io import write_csv, write_json
 from utils.core.progress import progress
 
@@ -173,17 +172,17 @@ def _render(groups: list[_Photos], workers: int, desc: str) -> dict[str, str]:
     workers = min(workers, max(1, total // 200))
     bar = progress(total=total, desc=desc, unit="photo", leave=False)
     hashes: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
-        if workers > 1:
-            ctx = multiprocessing.get_context("forkserver")
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=ctx))
-            done = pool.map(_render_group, groups, chunksize=max(1, len(groups) // (16 * workers)))
-        else:
-            done = map(_render_group, groups)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) if workers > 1 else None
+    try:
+        done = map(_render_group, groups) if pool is None else pool.map(
+            _render_group, groups, chunksize=max(1, len(groups) // (16 * workers)))
         for group, rendered in zip(groups, done, strict=True):
             hashes.update(rendered)
             bar.update(len(group.photos))
-    bar.close()
+    finally:  # on Ctrl-C or an error, drop the photos not started rather than render them all first
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
     return hashes
 
 
@@ -236,7 +235,7 @@ def generate(out: str | Path, groups: int = 600, seed: int = 0, test_share: floa
     """
     if groups < 4:
         raise ValueError("need at least 4 groups")
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     out = Path(out)

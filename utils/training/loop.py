@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from utils.core.data import assign_folds, scored_rows
+from utils.core.device import usable_cores
 from utils.core.progress import progress
 from utils.core.store import ArtifactName, RunStore, checkpoint_set
 from utils.matching.decide import DEFAULT_GRID, f1_curve
@@ -116,7 +116,7 @@ def resolve_device(device: str) -> torch.device:
 
 def default_workers() -> int:
     """Image-decoding worker processes: every core but one (the main process feeds the model), at most 16."""
-    return max(0, min(16, (os.cpu_count() or 1) - 1))
+    return max(0, min(16, usable_cores() - 1))
 
 
 def image_loader(dataset: Dataset, workers: int, cuda: bool, **kwargs) -> DataLoader:
@@ -132,6 +132,13 @@ def image_loader(dataset: Dataset, workers: int, cuda: bool, **kwargs) -> DataLo
             ctx = multiprocessing.get_context("spawn")
         extra = {"multiprocessing_context": ctx, "persistent_workers": True, "prefetch_factor": 4}
     return DataLoader(dataset, collate_fn=collate, num_workers=workers, pin_memory=cuda, **extra, **kwargs)
+
+
+def _stop_workers(loader: DataLoader | None) -> None:
+    """End a persistent loader's worker processes now, not when the loader is garbage-collected."""
+    iterator = getattr(loader, "_iterator", None)  # torch keeps the persistent workers' iterator here
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
 
 
 def _to_device(batch: dict, dev: torch.device) -> dict:
@@ -250,65 +257,70 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
     if cuda and needs_images:
         encoder = encoder.to(memory_format=torch.channels_last)
 
-    head = [p for n, p in encoder.named_parameters() if "neck" in n and p.requires_grad] + list(loss_fn.parameters())
-    body = [p for n, p in encoder.named_parameters() if "neck" not in n and p.requires_grad]
-    opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
-                            weight_decay=cfg.weight_decay)
-    total = max(1, cfg.epochs * len(loader))
-    sched = warmup_scheduler(opt, cfg.schedule, int(cfg.warmup_ratio * total), total)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", init_scale=cfg.amp_init_scale, enabled=use_amp)
+    try:
+        head = [p for n, p in encoder.named_parameters() if "neck" in n and p.requires_grad]
+        head += list(loss_fn.parameters())
+        body = [p for n, p in encoder.named_parameters() if "neck" not in n and p.requires_grad]
+        opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
+                                weight_decay=cfg.weight_decay)
+        total = max(1, cfg.epochs * len(loader))
+        sched = warmup_scheduler(opt, cfg.schedule, int(cfg.warmup_ratio * total), total)
+        use_amp = cfg.amp and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", init_scale=cfg.amp_init_scale, enabled=use_amp)
 
-    history: list[dict] = []
-    val_f1, val_thr = float("nan"), float("nan")
-    if val_df is not None:
-        val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg, val_loader)
-    history.append({"epoch": 0, "loss": float("nan"), "val_f1": val_f1, "val_threshold": val_thr, "seconds": 0.0})
-    run = f"{cfg.modality} model, " + (f"fold{cfg.fold} of {cfg.n_folds}" if cfg.fold >= 0 else "all rows")
-    log.info("%s: epoch 0 (untrained): val F1 %.4f", run, val_f1)
-    best = -1.0
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        encoder.train()
-        loss_fn.train()
-        losses, skipped, seen = [], 0, 0
-        for batch in progress(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False):
-            seen += len(batch["label"])
-            y = batch["label"].to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(encoder(_to_device(batch, device)), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.agc_clip > 0:
-                from timm.utils.agc import adaptive_clip_grad
-
-                scaler.unscale_(opt)
-                adaptive_clip_grad(body + head, clip_factor=cfg.agc_clip)
-            scale = scaler.get_scale()
-            scaler.step(opt)
-            scaler.update()
-            if use_amp and scaler.get_scale() < scale:  # inf / NaN gradients: the optimiser skipped this step
-                skipped += 1
-            else:  # the schedule follows the optimiser's steps, not the batches
-                sched.step()
-            losses.append(loss.item())
-        train_seconds = time.perf_counter() - t0  # the loss's .item() waits for the GPU: the step is done
+        history: list[dict] = []
+        val_f1, val_thr = float("nan"), float("nan")
         if val_df is not None:
             val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg, val_loader)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_f1": val_f1, "val_threshold": val_thr,
-               "steps": len(losses), "skipped_steps": skipped, "seconds": round(time.perf_counter() - t0, 1),
-               "rows_per_second": round(seen / max(train_seconds, 1e-9), 1)}  # training only, validation excluded
-        history.append(row)
-        log.info("%s: epoch %d/%d: loss %.4f, val F1 %.4f, %.0f rows/s", run, epoch, cfg.epochs, row["loss"], val_f1,
-                 row["rows_per_second"])
-        ckpt = {"config": asdict(cfg), "state_dict": encoder.state_dict(), "epoch": epoch, "history": history}
-        torch.save(ckpt, out_dir / "last.pt")
-        score_now = val_f1 if val_df is not None else float(epoch)
-        if score_now > best:
-            best = score_now
-            torch.save(ckpt, out_dir / "best.pt")
-    return {"history": history, "best": str(out_dir / "best.pt"), "classes": len(classes),
-            "train_rows": len(train_df), "val_rows": 0 if val_df is None else len(val_df)}
+        history.append({"epoch": 0, "loss": float("nan"), "val_f1": val_f1, "val_threshold": val_thr, "seconds": 0.0})
+        run = f"{cfg.modality} model, " + (f"fold{cfg.fold} of {cfg.n_folds}" if cfg.fold >= 0 else "all rows")
+        log.info("%s: epoch 0 (untrained): val F1 %.4f", run, val_f1)
+        best = -1.0
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            encoder.train()
+            loss_fn.train()
+            losses, skipped, seen = [], 0, 0
+            for batch in progress(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False):
+                seen += len(batch["label"])
+                y = batch["label"].to(device, non_blocking=True)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    loss = loss_fn(encoder(_to_device(batch, device)), y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.agc_clip > 0:
+                    from timm.utils.agc import adaptive_clip_grad
+
+                    scaler.unscale_(opt)
+                    adaptive_clip_grad(body + head, clip_factor=cfg.agc_clip)
+                scale = scaler.get_scale()
+                scaler.step(opt)
+                scaler.update()
+                if use_amp and scaler.get_scale() < scale:  # inf / NaN gradients: the optimiser skipped this step
+                    skipped += 1
+                else:  # the schedule follows the optimiser's steps, not the batches
+                    sched.step()
+                losses.append(loss.item())
+            train_seconds = time.perf_counter() - t0  # the loss's .item() waits for the GPU: the step is done
+            if val_df is not None:
+                val_f1, val_thr = evaluate(encoder, val_df, images_dir, cfg, val_loader)
+            row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_f1": val_f1, "val_threshold": val_thr,
+                   "steps": len(losses), "skipped_steps": skipped, "seconds": round(time.perf_counter() - t0, 1),
+                   "rows_per_second": round(seen / max(train_seconds, 1e-9), 1)}  # training only, validation excluded
+            history.append(row)
+            log.info("%s: epoch %d/%d: loss %.4f, val F1 %.4f, %.0f rows/s", run, epoch, cfg.epochs, row["loss"],
+                     val_f1, row["rows_per_second"])
+            ckpt = {"config": asdict(cfg), "state_dict": encoder.state_dict(), "epoch": epoch, "history": history}
+            torch.save(ckpt, out_dir / "last.pt")
+            score_now = val_f1 if val_df is not None else float(epoch)
+            if score_now > best:
+                best = score_now
+                torch.save(ckpt, out_dir / "best.pt")
+        return {"history": history, "best": str(out_dir / "best.pt"), "classes": len(classes),
+                "train_rows": len(train_df), "val_rows": 0 if val_df is None else len(val_df)}
+    finally:  # workers and their pinned memory end with the run, also when it fails (a kernel keeps the traceback)
+        for dl in (loader, val_loader):
+            _stop_workers(dl)
 
 
 def load_encoder(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
