@@ -9,9 +9,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from utils.core.data import read_postings
-from utils.core.device import xgboost_has_cuda
+from utils.core.device import lightgbm_has_cuda, xgboost_has_cuda
 from utils.matching.knn import available_backends, neighbours
-from utils.matching.stacker import StackerConfig, lightgbm_has_cuda, make_classifier
+from utils.matching.stacker import StackerConfig, make_classifier
 
 pytestmark = pytest.mark.gpu
 

@@ -483,8 +483,9 @@ def test_minilm_pooled_text_trains_saves_and_prices_new_listings_alike(tmp_path)
     """Text "minilm": the listing text's frozen MiniLM embedding (the packaged model) replaces the pooled WordLlama
     tokens; it is computed once per dataset, saved as settings (not vectors) and recomputed for new listings."""
     from utils.valuation import features
-    from utils.valuation.features import Preprocessor, listing_text, sentence_embeddings
+    from utils.valuation.features import Preprocessor, sentence_embeddings
     from utils.valuation.fit import predict, train
+    from utils.valuation.listings import listing_text
     from utils.valuation.metrics import IntervalBounds
     from utils.valuation.model import HMGConfig, HMGNet
     from utils.valuation.saved import Valuer, save_model
@@ -509,8 +510,8 @@ def test_minilm_pooled_text_trains_saves_and_prices_new_listings_alike(tmp_path)
     priced = Valuer.load(tmp_path / "m").predict(df.iloc[50:60].reset_index(drop=True))
     np.testing.assert_allclose(priced["price"].to_numpy(), expected, rtol=1e-4)
     assert features._sentence_model.cache_info().misses == loads  # the encoder loaded once per process
-    np.testing.assert_allclose(sentence_embeddings(listing_text(df.iloc[:3]), settings, False), inputs.sentences[:3],
-                               atol=1e-5)
+    first = sentence_embeddings(listing_text(df.iloc[:3]).tolist(), settings, False)
+    np.testing.assert_allclose(first, inputs.sentences[:3], atol=1e-5)
     with pytest.raises(ValueError, match="sentence embeddings"):
         HMGNet(cfg, Preprocessor.fit(df, np.arange(40), ["case"]).transform(df, progress_bar=False))
     with pytest.raises(ValueError, match="wordllama or minilm"):

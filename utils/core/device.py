@@ -1,4 +1,5 @@
-"""Which accelerator this process has: one cached answer for every module that picks a device."""
+"""Which accelerator and how many cores this process has, and which booster builds use CUDA: one cached answer
+for every module that picks a device."""
 
 from __future__ import annotations
 
@@ -14,6 +15,20 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+@functools.cache
+def lightgbm_has_cuda() -> bool:
+    """Whether this LightGBM build trains with `device_type="cuda"` (pip wheels are CPU-only builds)."""
+    import lightgbm as lgb
+    import numpy as np
+
+    try:
+        lgb.train({"device_type": "cuda", "verbose": -1, "num_iterations": 1},
+                  lgb.Dataset(np.arange(20.0).reshape(10, 2), label=np.arange(10) % 2))
+        return True
+    except lgb.basic.LightGBMError:
+        return False
 
 
 @functools.cache

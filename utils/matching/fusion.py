@@ -3,14 +3,13 @@ mean, max, product, and the probabilistic union a + b - ab (1 - prod(1 - s) for 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
 
-from utils.core.device import cuda_available
+from utils.core.device import cuda_available, usable_cores
 from utils.core.registry import Registry
 from utils.core.store import FoldEmbedding
 
@@ -67,7 +66,7 @@ def pair_similarity(X, rows: np.ndarray, cols: np.ndarray, chunk: int = 100_000,
             out[s:s + chunk] = np.einsum("ij,ij->i", X[r], X[c])
 
     starts = range(0, len(rows), chunk)
-    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, len(starts)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(usable_cores(), len(starts)))) as pool:
         list(pool.map(one, starts))
     return out
 

@@ -9,7 +9,6 @@ chunks so that memory stays bounded (no N x N matrix), e.g. for the 70,000-row h
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.sparse as sp
 
+from utils.core.device import cuda_available, usable_cores
 from utils.core.progress import progress
 from utils.core.registry import Registry
 
@@ -55,11 +55,9 @@ def _has_sparse_topn() -> bool:
 
 
 def _has_torch(cuda: bool) -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return (not cuda) or torch.cuda.is_available()
+    import importlib.util
+
+    return cuda_available() if cuda else importlib.util.find_spec("torch") is not None
 
 
 AVAILABLE: Registry[Callable[[], bool]] = Registry("KNN backend", {
@@ -123,7 +121,7 @@ def _knn_sklearn(X, k: int, chunk: int):
     nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(X)
     starts = range(0, X.shape[0], chunk)
     # query chunks on every core: scipy's sparse products and numpy's selection release the GIL (1.4x on 2 cores)
-    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, len(starts)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(usable_cores(), len(starts)))) as pool:
         done = pool.map(lambda s: nn.kneighbors(X[s:s + chunk]), starts)
         parts = list(progress(done, desc="knn sklearn", unit="chunk", leave=False, total=len(starts)))
     dist = np.vstack([d for d, _ in parts])
@@ -158,7 +156,7 @@ def _knn_sparse_topn(X, k: int, chunk: int):
 
     X = sp.csr_matrix(X, dtype=np.float32)
     XT = X.T.tocsr()
-    threads = os.cpu_count() or 1
+    threads = usable_cores()
     parts = [sp_matmul_topn(X[s:s + chunk], XT, top_n=k, sort=True, n_threads=threads)
              for s in _chunks(X.shape[0], chunk, "knn sparse-topn")]
     return _rows_to_lists(sp.vstack(parts).tocsr(), k)
@@ -210,7 +208,7 @@ def _knn_torch(X, k: int, chunk: int, precision: str = "fp32"):
     rows, so "auto" keeps scikit-learn there); no N x N matrix either way."""
     import torch
 
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device("cuda" if cuda_available() else "cpu")
     sparse = sp.issparse(X)
     dtype = torch.float32 if sparse else {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
         precision]

@@ -4,7 +4,6 @@ symmetric pair-probability matrix, which `decide.ranked` turns into neighbour li
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from dataclasses import dataclass, replace
@@ -16,7 +15,7 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 from scipy.sparse.csgraph import connected_components
 
-from utils.core.device import cuda_available, xgboost_has_cuda
+from utils.core.device import cuda_available, lightgbm_has_cuda, xgboost_has_cuda
 from utils.core.progress import progress
 from utils.core.text import tokens
 
@@ -207,19 +206,6 @@ class StackerConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     max_train_pairs: int | None = 2_000_000  # negatives sampled (and weighted up) beyond this many pairs; None: all
-
-
-@functools.cache
-def lightgbm_has_cuda() -> bool:
-    """Whether this LightGBM build trains with `device_type="cuda"` (pip wheels are CPU-only builds)."""
-    import lightgbm as lgb
-
-    try:
-        lgb.train({"device_type": "cuda", "verbose": -1, "num_iterations": 1},
-                  lgb.Dataset(np.arange(20.0).reshape(10, 2), label=np.arange(10) % 2))
-        return True
-    except lgb.basic.LightGBMError:
-        return False
 
 
 def _on_gpu(cfg: StackerConfig) -> bool:

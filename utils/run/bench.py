@@ -50,16 +50,49 @@ def knn_one(backend: str, n: int, d: int, k: int, chunk: int, precision: str = "
             "self_first": bool((idx[:, 0] == np.arange(n)).all())}
 
 
+def run_capped(cmd: list[str], timeout: float | None = None) -> tuple[int | None, str, str]:
+    """Run `cmd` from the project root in a session of its own; past `timeout` kill its whole process group (the
+    pytest or pipeline children with it) and return None as the exit code, with the output written so far."""
+    import os
+    import signal
+
+    from utils.core.paths import ROOT
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # line by line, so a killed run still shows its progress
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=None if timeout is None else max(1.0, timeout))
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return None, out, err
+
+
+def json_result(cmd: list[str], timeout: float | None = None) -> dict:
+    """The JSON object a command prints last, or what went wrong: `timed_out` past the cap, `error` (the last line
+    of its stderr) when it failed."""
+    code, out, err = run_capped(cmd, timeout)
+    if code is None:
+        return {"timed_out": True, "cap_seconds": round(timeout)}
+    if code != 0:
+        return {"error": (err.strip().splitlines() or ["?"])[-1]}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def knn_in_own_process(backend: str, n: int, d: int, k: int, chunk: int = 2048, precision: str = "fp32",
+                       save: str | None = None, timeout: float | None = None) -> dict:
+    """`knn_one` in a fresh process (its own peak memory; CUDA start-up included)."""
+    cmd = [sys.executable, "-m", "utils.bench", "knn-one", "--backend", backend, "--precision", precision, "--n",
+           str(n), "--d", str(d), "--k", str(k), "--chunk", str(chunk)] + (["--save", save] if save else [])
+    return json_result(cmd, timeout)
+
+
 def bench_knn(n: int, d: int, k: int, chunk: int, backends: list[str]) -> list[dict]:
     rows = []
     for b in backends:
-        cmd = [sys.executable, "-m", "utils.bench", "knn-one", "--backend", b, "--n", str(n), "--d", str(d),
-               "--k", str(k), "--chunk", str(chunk)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            rows.append({"backend": b, "error": proc.stderr.strip().splitlines()[-1]})
-        else:
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rows.append({"backend": b, **knn_in_own_process(b, n, d, k, chunk)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -11,11 +11,9 @@ need CUDA say so), which is how its tests run it.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,8 @@ import numpy as np
 from utils.core.io import write_json
 from utils.core.paths import ROOT
 
+from .bench import json_result, knn_in_own_process, run_capped
+
 
 @dataclass
 class Budget:
@@ -47,29 +47,9 @@ class Budget:
         return max(0.0, min(seconds, self.left()))
 
 
-def run_capped(cmd: list[str], timeout: float) -> tuple[int | None, str, str]:
-    """Run `cmd` from the project root in a session of its own; past `timeout` kill its whole process group (the
-    pytest or pipeline children with it) and return None as the exit code, with the output written so far."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # line by line, so a killed run still shows its progress
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=max(1.0, timeout))
-        return proc.returncode, out, err
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        return None, out, err
-
-
 def capped_part(name: str, kwargs: dict, timeout: float) -> dict:
     """One of this module's parts run in a capped process of its own (`python -m utils.run.bench_gpu NAME JSON`)."""
-    code, out, err = run_capped([sys.executable, "-m", "utils.run.bench_gpu", name, json.dumps(kwargs)], timeout)
-    if code is None:
-        return {"timed_out": True, "cap_seconds": round(timeout)}
-    if code != 0:
-        return {"error": (err.strip().splitlines() or ["?"])[-1]}
-    return json.loads(out.strip().splitlines()[-1])
+    return json_result([sys.executable, "-m", "utils.run.bench_gpu", name, json.dumps(kwargs)], timeout)
 
 
 def machine() -> dict:
@@ -78,12 +58,11 @@ def machine() -> dict:
 
     import torch
 
-    from utils.core.device import cuda_available, xgboost_has_cuda
-    from utils.matching.stacker import lightgbm_has_cuda
+    from utils.core.device import cuda_available, lightgbm_has_cuda, usable_cores, xgboost_has_cuda
 
     cuda = cuda_available()
     info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": cuda,
-            "cpu_cores": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if cuda else None,
+            "cpu_cores": usable_cores(), "gpu": torch.cuda.get_device_name(0) if cuda else None,
             "gpu_memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None}
     packages = ("faiss", "cuml", "cudf", "cupy", "xgboost", "lightgbm", "papermill")
     info["packages"] = {p: importlib.util.find_spec(p) is not None for p in packages}
@@ -145,17 +124,10 @@ def knn(n: int, d: int, k: int, cap: Callable[[], float]) -> dict:
                 variants.append({"variant": name, "skipped": f"{backend} not installed"})
                 continue
             save = Path(tmp) / f"{backend}-{precision}.npz"
-            cmd = [sys.executable, "-m", "utils.bench", "knn-one", "--backend", backend, "--precision", precision,
-                   "--n", str(n), "--d", str(d), "--k", str(k), "--save", str(save)]
-            timeout = cap()
-            code, out, err = run_capped(cmd, timeout)
-            if code is None:
-                variants.append({"variant": name, "timed_out": True, "cap_seconds": round(timeout)})
+            result = knn_in_own_process(backend, n, d, k, precision=precision, save=str(save), timeout=cap())
+            variants.append({"variant": name, **result})
+            if "seconds" not in result:  # timed out or failed
                 continue
-            if code != 0:
-                variants.append({"variant": name, "error": (err.strip().splitlines() or ["?"])[-1]})
-                continue
-            variants.append({"variant": name, **json.loads(out.strip().splitlines()[-1])})
             with np.load(save) as z:
                 found[name] = (z["idx"], z["sims"])
     reference = "faiss-cpu" if "faiss-cpu" in found else "torch fp32" if "torch fp32" in found else None

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from utils.core.data import assign_folds, scored_rows
-from utils.core.device import usable_cores
+from utils.core.device import cuda_available, usable_cores
 from utils.core.progress import progress
 from utils.core.store import ArtifactName, RunStore, checkpoint_set
 from utils.matching.decide import DEFAULT_GRID, f1_curve
@@ -110,7 +110,7 @@ def image_transforms(data_config: dict, size: int, train: bool):
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if cuda_available() else "cpu")
     return torch.device(device)
 
 
@@ -160,12 +160,20 @@ def encode(encoder: nn.Module, df: pd.DataFrame, images_dir: str | Path | None, 
     JPEG decoding far less (one core decodes about 144 photos a second).
     """
     dev = resolve_device(device)
+    workers = default_workers() if num_workers is None else num_workers
+    loader = ordered_loader(encoder, df, images_dir, image_size, workers, dev, batch_size)
+    return encode_batches(encoder, loader, dev, amp, desc)
+
+
+def ordered_loader(encoder: nn.Module, df: pd.DataFrame, images_dir, image_size: int, workers: int,
+                   dev: torch.device, batch_size: int = 128) -> DataLoader:
+    """`df`'s rows in order, as the encoder reads them (images only for an image or joint encoder, with the
+    evaluation transform and `workers` decoding processes)."""
     needs_images = encoder.modality in ("image", "joint")
     tf = image_transforms(encoder.data_config, image_size, train=False) if needs_images else None
-    workers = (default_workers() if num_workers is None else num_workers) if needs_images else 0
-    loader = image_loader(PostingDataset(df, images_dir if needs_images else None, tf), workers,
-                          dev.type == "cuda" and needs_images, batch_size=batch_size, shuffle=False)
-    return encode_batches(encoder, loader, dev, amp, desc)
+    return image_loader(PostingDataset(df, images_dir if needs_images else None, tf),
+                        workers if needs_images else 0, dev.type == "cuda" and needs_images,
+                        batch_size=batch_size, shuffle=False)
 
 
 @torch.no_grad()
@@ -249,11 +257,8 @@ def fit(cfg: TrainConfig, df: pd.DataFrame, images_dir: str | Path | None, out_d
     workers = training_workers(cfg, device, needs_images)
     tf = image_transforms(encoder.data_config, cfg.image_size, train=True) if needs_images else None
     loader = _loader(train_df, labels, images_dir, tf, cfg, workers, cuda and needs_images)
-    val_loader = None
-    if val_df is not None:
-        val_tf = image_transforms(encoder.data_config, cfg.image_size, train=False) if needs_images else None
-        val_loader = image_loader(PostingDataset(val_df, images_dir, val_tf), workers, cuda and needs_images,
-                                  batch_size=128, shuffle=False)
+    val_loader = None if val_df is None else ordered_loader(encoder, val_df, images_dir, cfg.image_size, workers,
+                                                            device)
     if cuda and needs_images:
         encoder = encoder.to(memory_format=torch.channels_last)
 

@@ -17,6 +17,7 @@ from utils.core.progress import enabled as progress_enabled
 from utils.core.progress import progress
 from utils.core.weights import load_sentence_transformer
 
+from .listings import listing_text
 from .structure import DEFAULT_DEFECTS, parse_claims
 from .wide import WideModel, out_of_fold
 
@@ -199,12 +200,6 @@ def _months(dates: pd.Series, origin: tuple[int, int]) -> pd.Series:
     return (dates.dt.year - origin[0]) * 12 + dates.dt.month - origin[1]
 
 
-def listing_text(df: pd.DataFrame) -> list[str]:
-    """What the text encoders read: "title. description" (either may be absent)."""
-    blank = pd.Series("", index=df.index)
-    return (df.get("title", blank).astype(str) + ". " + df.get("description", blank).astype(str)).tolist()
-
-
 @functools.cache
 def _sentence_model(model_dir: str | None, max_length: int):
     return load_sentence_transformer(model_dir, max_length)
@@ -276,7 +271,7 @@ class Preprocessor:
         depend on the training rows)."""
         n = len(df)
         anchor, estimated = self.anchor.apply(df)
-        text = listing_text(df)
+        text = listing_text(df).tolist()
         cats = {c: _ids(df[c].astype(str), v) if c in df else torch.zeros(n, dtype=torch.long)
                 for c, v in self.vocab.items() if c != "location"}
         sizes = {c: len(v) + 1 for c, v in self.vocab.items()}
@@ -334,7 +329,7 @@ class SplitInputs:
                                                               self.sentence)
             pre = self.preprocessors[split.name]
             if self.sentence is not None and self.sentences is None:
-                self.sentences = sentence_embeddings(listing_text(self.df), self.sentence)
+                self.sentences = sentence_embeddings(listing_text(self.df).tolist(), self.sentence)
             inputs = pre.transform(self.df, self.images_dir, self.backbone, images=self.photos,
                                    sentences=self.sentences)
             if inputs.wide is not None:  # training rows: the wide part's prediction from a Ridge not fitted on them

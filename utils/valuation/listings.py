@@ -24,6 +24,12 @@ _SHOW = 10
 MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "-"})
 
 
+
+def listing_text(df: pd.DataFrame) -> pd.Series:
+    """What the text models read: "title. description" (either may be absent)."""
+    blank = pd.Series("", index=df.index)
+    return df.get("title", blank).astype(str) + ". " + df.get("description", blank).fillna("").astype(str)
+
 def _rows(mask: pd.Series) -> str:
     lines = (np.flatnonzero(mask.to_numpy()) + 2)[:_SHOW]  # CSV line numbers: header is line 1
     return f"line(s) {', '.join(map(str, lines))}" + (" ..." if mask.sum() > _SHOW else "")

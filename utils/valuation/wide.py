@@ -15,14 +15,11 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import OneHotEncoder
 
+from .listings import listing_text
+
 CATEGORICAL = ("category", "brand", "condition", "location")
 NGRAMS = (1, 2)
 ALPHA = 3.0  # Ridge's L2 weight (the baseline's)
-
-
-def _text(df: pd.DataFrame) -> pd.Series:
-    blank = pd.Series("", index=df.index)
-    return df.get("title", blank).astype(str) + " " + df.get("description", blank).fillna("").astype(str)
 
 
 @dataclass
@@ -43,7 +40,7 @@ class TextTabular:
             numeric: list[str] = ()) -> TextTabular:
         train = df.iloc[train_idx]
         tfidf = TfidfVectorizer(ngram_range=NGRAMS, min_df=2, max_features=30_000, sublinear_tf=True)
-        tfidf.fit(_text(train))
+        tfidf.fit(listing_text(train))
         cats = {c: sorted(train[c].astype(str).unique()) for c in CATEGORICAL if c in df}
         first = None
         if "listed_at" in df and train["listed_at"].notna().any():
@@ -66,7 +63,7 @@ class TextTabular:
 
     def transform(self, df: pd.DataFrame, anchor: np.ndarray, estimated: np.ndarray) -> sp.csr_matrix:
         """The matrix of every row of `df`: unknown words and categories are zeros, missing numbers the mean."""
-        counts = CountVectorizer(ngram_range=NGRAMS, vocabulary=self.vocabulary).transform(_text(df))
+        counts = CountVectorizer(ngram_range=NGRAMS, vocabulary=self.vocabulary).transform(listing_text(df))
         tfidf = TfidfTransformer(sublinear_tf=True)
         tfidf.idf_ = np.asarray(self.idf)
         blocks = [tfidf.transform(counts)]
