@@ -40,8 +40,9 @@ def save_model(folder: str | Path, model: HMGNet, pre: Preprocessor, bounds: Int
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE))
-    preprocessor = {**pre.to_dict(), "wide": pre.to_dict()["wide"] if model.cfg.wide else None,
-                    "sentence": pre.sentence if model.cfg.text == "minilm" else None}
+    preprocessor = pre.to_dict()
+    preprocessor.update(wide=preprocessor["wide"] if model.cfg.wide else None,
+                        sentence=preprocessor["sentence"] if model.cfg.text == "minilm" else None)
     write_json(folder / CONFIG_FILE, {"format": FORMAT, "config": model.cfg.to_dict(), "preprocessor": preprocessor,
                                       "interval": {"level": level, **bounds.to_dict()}, "mapping": mapping,
                                       "info": info or {}})
