@@ -124,6 +124,8 @@ def test_train_cv_and_out_of_fold_embeddings(small_titles, tmp_path):
     cfg = TrainConfig(modality="text", epochs=1, batch_size=32, n_folds=3, embedding_size=16)
     result = train_cv(cfg, small_titles, None, tmp_path / "text")
     assert len(result["history"]) == 2 and set(result["runs"]) == {"fold0", "fold1", "fold2", "full"}
+    folds = [result["runs"][f"fold{k}"]["history"][-1]["rows_per_second"] for k in range(3)]
+    assert result["history"][-1]["rows_per_second"] == pytest.approx(np.mean(folds)) and min(folds) > 0
     ckpts = checkpoint_set(tmp_path / "text")
     assert sorted(ckpts["folds"]) == [0, 1, 2] and ckpts["test"].parent.name == "full"
     store = RunStore(tmp_path / "run", "02_embed")

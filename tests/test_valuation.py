@@ -299,7 +299,10 @@ def test_valuation_notebook_on_generated_market_and_the_saved_model_reproduces_i
     assert 0 <= m["attribution"]["pointing_game"] <= 1 and m["attribution"]["listings"] == 2
     assert len(m["market_curve"]) == 8 and 0 < m["interval"]["coverage"] <= 1
     assert m["by_group"]["category"][-1]["group"] == "all"
-    for png in ("comparison.png", "ablation.png", "anchor.png", "attribution.png", "market.png"):
+    groups = [r for r in m["by_group"]["category"] if r["group"] != "all"]
+    assert all(r["funnel_lo"] <= 0.8 <= r["funnel_hi"] for r in groups)
+    assert m["coverage_goal"]["category"]["groups_in_funnel"] == len(groups)
+    for png in ("comparison.png", "coverage.png", "ablation.png", "anchor.png", "attribution.png", "market.png"):
         assert (out / png).exists()
     # the saved model prices the first split's test listings as the notebook did
     expected = pd.read_csv(out / "test_predictions.csv")
@@ -556,3 +559,30 @@ def test_group_scales_by_hand_and_normalised_bounds_for_small_groups():
     assert IntervalBounds.from_dict(json.loads(json.dumps(b.to_dict()))) == b  # through model.json
     with pytest.raises(ValueError, match="groups"):
         calibrate(cal_y, cal_p, 0.8, scales=scales)
+
+
+def test_coverage_funnel_and_the_noise_floor_of_a_per_group_goal_by_hand():
+    from scipy.stats import binom
+
+    from utils.stages.valuation import coverage_goal
+    from utils.valuation.metrics import coverage_funnel, expected_below
+
+    # 10 rows covered at exactly 80%: P(X <= 4) = 0.0064 < 0.025 <= P(X <= 5) = 0.0328, and P(X <= 9) = 0.893
+    lo, hi = coverage_funnel(np.array([10]), 0.8)
+    assert (lo[0], hi[0]) == (0.5, 1.0)
+    # below 0.70 with 10 rows is 6 covered or fewer: 1 - P(7) - P(8) - P(9) - P(10) = 0.1209 per group
+    assert expected_below(np.array([10, 10]), 0.8, 0.7) == pytest.approx(2 * 0.12087388, abs=1e-8)
+    # 0.7 x 30 is 21.000000000000004 in floating point: 21 of 30 is not below 0.70, 20 is
+    assert expected_below(np.array([30]), 0.8, 0.7) == pytest.approx(binom.cdf(20, 30, 0.8))
+    with pytest.raises(ValueError, match="at least one test row"):
+        coverage_funnel(np.array([0, 5]), 0.8)
+
+    # a: 27 of 40 covered (below 0.70 but inside its funnel, whose lower end is 27); b: 29 of 30 (over the funnel's
+    # 28); c: 1 of 5, too small for the goal but outside its funnel (2 of 5); "all" is not a group
+    t = pd.DataFrame({"test_rows": [40, 30, 5, 75], "coverage": [27 / 40, 29 / 30, 0.2, 0.76]},
+                     index=pd.Index(["a", "b", "c", "all"], name="group"))
+    t["funnel_lo"], t["funnel_hi"] = coverage_funnel(t["test_rows"].to_numpy(), 0.8)
+    goal = coverage_goal(t, 0.8)
+    assert goal["groups"] == 2 and goal["below"] == {"a": 27 / 40}
+    assert goal["expected_below_by_chance"] == pytest.approx(binom.cdf(27, 40, 0.8) + binom.cdf(20, 30, 0.8))
+    assert goal["groups_in_funnel"] == 3 and set(goal["outside_funnel"]) == {"b", "c"}

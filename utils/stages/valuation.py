@@ -19,6 +19,7 @@ from utils.valuation import compare as cmp
 from utils.valuation import experiments as ex
 from utils.valuation.features import Backbone, Inputs, SplitInputs, listing_images
 from utils.valuation.listings import read_listings
+from utils.valuation.metrics import coverage_funnel, expected_below
 from utils.valuation.model import HMGConfig, HMGNet
 from utils.valuation.saved import save_model
 from utils.valuation.structure import DEFAULT_ACCESSORIES
@@ -80,8 +81,8 @@ class Params(RunParams):
     text_model_dir: str = param("", "sentence-transformers folder for text minilm (\"\": the packaged MiniLM)")
     interval_by: str | None = param("category", "Mondrian intervals: bounds per value of this column (None: one "
                                                 "for all)")
-    min_group_rows: int = param(10, "calibration rows a group needs for its own interval bounds (else the "
-                                    "overall ones)")
+    min_group_rows: int = param(100, "calibration rows a group needs for its own interval bounds (else "
+                                     "normalised ones)")
 
     def __post_init__(self) -> None:
         at_least("epochs", self.epochs)
@@ -241,28 +242,82 @@ def comparison_figure(out: Path, table: pd.DataFrame, n_splits: int) -> Figure:
     return fig
 
 
+GOAL_ROWS, GOAL_COVERAGE = 30, 0.70  # the per-group coverage goal: groups with 30+ test rows covered 70%+
+
+
 @dataclass
 class Intervals:
-    """Coverage of HMG-Net's interval on the test rows of all splits pooled and per split, and per-group tables
-    (test rows, RMSLE of HMG-Net and of the best baseline, coverage) for each column of `error_by`."""
+    """Coverage of HMG-Net's interval on the test rows of all splits pooled and per split, per-group tables (test
+    rows, RMSLE of HMG-Net and of the best baseline, coverage and its binomial funnel) for each column of
+    `error_by`, and per column the check of the per-group goal against its noise floor (`goal`)."""
 
     coverage: float
     by_split: dict[str, float]
     test_rows: int
     by_group: dict[str, pd.DataFrame]
+    goal: dict[str, dict]
+
+
+def coverage_goal(groups: pd.DataFrame, level: float) -> dict:
+    """The per-group coverage goal on one table of `by_group`: the groups with `GOAL_ROWS`+ test rows below
+    `GOAL_COVERAGE`, how many would be below it by chance alone at exactly `level` in every group, and the groups
+    (of any size) outside their binomial 95% funnel, which chance puts about 1 in 40 outside of."""
+    rows = groups.drop(index="all", errors="ignore")
+    big = rows[rows["test_rows"] >= GOAL_ROWS]
+    outside = rows[(rows["coverage"] < rows["funnel_lo"]) | (rows["coverage"] > rows["funnel_hi"])]
+    below = big["coverage"][big["coverage"] < GOAL_COVERAGE]
+    return {"groups": len(big), "below": {str(g): float(c) for g, c in below.items()},
+            "expected_below_by_chance": expected_below(big["test_rows"].to_numpy(int), level, GOAL_COVERAGE),
+            "groups_in_funnel": len(rows),
+            "outside_funnel": {str(g): float(c) for g, c in outside["coverage"].items()}}
 
 
 def intervals(params: Params, study: Study, comparison: cmp.Comparison, table: pd.DataFrame) -> Intervals:
-    """HMG-Net's interval coverage on the test rows (pooled, per split) and the per-group error tables."""
+    """HMG-Net's interval coverage on the test rows (pooled, per split), the per-group error tables with each
+    group's funnel, and the per-group goal's check."""
     main_rows = comparison.predictions[comparison.predictions["model"] == MAIN]
     coverage = cmp.interval_coverage(main_rows, study.y)
     by_split = {s: cmp.interval_coverage(g, study.y) for s, g in main_rows.groupby("split")}
     print(f"{params.interval_level:.0%} interval: coverage {coverage:.3f} over {len(main_rows)} test rows; by split "
           + ", ".join(f"{s} {c:.3f}" for s, c in by_split.items()))
     best_baseline = table.drop(index=[n for n in comparison.models if n in table.index])["rmsle"].idxmin()
-    groups = {col: cmp.by_group(comparison.predictions, study.y, study.df[col], [MAIN, best_baseline], MAIN)
-              for col in params.error_by if col in study.df}
-    return Intervals(coverage, by_split, len(main_rows), groups)
+    groups, goal = {}, {}
+    for col in params.error_by:
+        if col not in study.df:
+            continue
+        t = cmp.by_group(comparison.predictions, study.y, study.df[col], [MAIN, best_baseline], MAIN)
+        t["funnel_lo"], t["funnel_hi"] = coverage_funnel(t["test_rows"].to_numpy(int), params.interval_level)
+        groups[col], goal[col] = t, coverage_goal(t, params.interval_level)
+        g = goal[col]
+        print(f"by {col}: {len(g['below'])} of {g['groups']} groups with {GOAL_ROWS}+ test rows below "
+              f"{GOAL_COVERAGE:.2f} ({g['expected_below_by_chance']:.1f} expected by chance at exactly "
+              f"{params.interval_level:.0%} each); {len(g['outside_funnel'])} of {g['groups_in_funnel']} groups "
+              f"outside their 95% funnel (about {g['groups_in_funnel'] / 20:.1f} by chance)")
+    return Intervals(coverage, by_split, len(main_rows), groups, goal)
+
+
+def coverage_figure(out: Path, iv: Intervals, level: float) -> Figure | None:
+    """Each group's coverage against its test rows, inside the binomial 95% funnel of a group covered at exactly
+    `level` (a point outside it is miscalibrated beyond chance); one panel per `error_by` column; saved beside."""
+    if not iv.by_group:
+        return None
+    fig, axes = plt.subplots(1, len(iv.by_group), figsize=(6 * len(iv.by_group), 4), squeeze=False)
+    for ax, (col, t) in zip(axes[0], iv.by_group.items(), strict=True):
+        t = t.drop(index="all", errors="ignore").sort_values("test_rows")
+        n = np.unique(np.geomspace(1, t["test_rows"].max(), 200).astype(int))
+        lo, hi = coverage_funnel(n, level)
+        ax.fill_between(n, lo, hi, step="post", color="tab:blue", alpha=0.15, label="95% funnel at exactly "
+                                                                                   f"{level:.0%}")
+        outside = (t["coverage"] < t["funnel_lo"]) | (t["coverage"] > t["funnel_hi"])
+        ax.scatter(t["test_rows"], t["coverage"], s=12, c=np.where(outside, "tab:red", "tab:blue"))
+        ax.axhline(GOAL_COVERAGE, color="grey", lw=1, ls="--", label=f"goal {GOAL_COVERAGE:.2f} ({GOAL_ROWS}+ rows)")
+        ax.axvline(GOAL_ROWS, color="grey", lw=0.5)
+        ax.set(xscale="log", xlabel="test rows of the group", ylabel="coverage", ylim=(0, 1.02),
+               title=f"interval coverage by {col} (red: outside the funnel)")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "coverage.png", dpi=110)
+    return fig
 
 
 def save(out: Path, params: Params, study: Study, comparison: cmp.Comparison) -> Path:
@@ -452,6 +507,7 @@ def finish(stage: Stage, params: Params, study: Study, results: Results) -> dict
                "interval": {"level": params.interval_level, "coverage": iv.coverage, "coverage_by_split": iv.by_split,
                             "test_rows": iv.test_rows},
                "by_group": {c: records(t) for c, t in iv.by_group.items()},
+               "coverage_goal": iv.goal,
                "gamma": ex.gamma_of(results.comparison.models[MAIN]), "detectors": results.detectors,
                "parts": params.parts, "attention": params.attention,
                "wide": results.comparison.models[MAIN].cfg.wide, "text": results.comparison.models[MAIN].cfg.text,
@@ -477,6 +533,9 @@ def run(params: Params) -> dict:
     comparison, table = compare_models(params, study)
     plt.close(comparison_figure(stage.out, table, len(study.splits)))
     results = Results(comparison, table, intervals(params, study, comparison, table))
+    fig = coverage_figure(stage.out, results.intervals, params.interval_level)
+    if fig is not None:
+        plt.close(fig)
     save(stage.out, params, study, comparison)
     model = comparison.models[MAIN]
     results.ablation = granularity_ablation(study, comparison)

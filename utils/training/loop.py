@@ -377,7 +377,9 @@ def train_cv(cfg: TrainConfig, df: pd.DataFrame, images_dir, out_dir: str | Path
     mean = [{"epoch": e, "loss": float(np.mean([h[e]["loss"] for h in folds])),
              "val_f1": float(np.mean([h[e]["val_f1"] for h in folds])),
              "val_threshold": float(np.mean([h[e]["val_threshold"] for h in folds])),
-             "seconds": float(np.sum([h[e]["seconds"] for h in folds]))} for e in range(epochs)]
+             "seconds": float(np.sum([h[e]["seconds"] for h in folds])),
+             "rows_per_second": float(np.mean([h[e].get("rows_per_second", np.nan) for h in folds]))}  # none at epoch 0
+            for e in range(epochs)]
     return {"history": mean, "best": str(out_dir / "full" / "best.pt"), "classes": runs["full"]["classes"],
             "train_rows": runs["full"]["train_rows"], "val_rows": len(df), "runs": runs}
 

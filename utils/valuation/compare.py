@@ -103,7 +103,7 @@ def _scales(y: np.ndarray, groups: np.ndarray, split: Split, inputs: Inputs, mod
 
 def compare(df: pd.DataFrame, splits: list[Split], variants: dict[str, HMGConfig],
             inputs_for: Callable[[Split], Inputs], numeric: list[str], level: float = 0.8,
-            interval_by: str | None = None, min_group_rows: int = 10, **fit_args) -> Comparison:
+            interval_by: str | None = None, min_group_rows: int = 100, **fit_args) -> Comparison:
     """Every HMG-Net variant (interval calibrated on the split's calibration rows, per `interval_by` group where
     it has `min_group_rows` of them, else scaled by the group's error scale, `_scales`) and every baseline on each
     split; `inputs_for(split)` encodes the listings with preprocessing fitted on that split's training rows."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import binom
 
 
 def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,11 +106,12 @@ class IntervalBounds:
 
 
 def calibrate(cal_y: np.ndarray, cal_p: np.ndarray, level: float = 0.8, groups: np.ndarray | None = None,
-              by: str | None = None, min_rows: int = 10, scales: dict[str, float] | None = None) -> IntervalBounds:
+              by: str | None = None, min_rows: int = 100, scales: dict[str, float] | None = None) -> IntervalBounds:
     """Split-conformal bounds on the calibration rows; with `groups` (the values of column `by`), Mondrian: each
     group with at least `min_rows` calibration rows gets its own bounds (a group's errors need not be the
     average's), the others the overall ones, or with `scales` (`group_scales`, from rows other than these) the
-    normalised ones: quantiles of residual / scale over every calibration row, times the group's scale."""
+    normalised ones: quantiles of residual / scale over every calibration row, times the group's scale. Own
+    bounds from a few dozen rows are noisier than the normalised ones (docs/methods.md), hence 100 rows."""
     if (groups is None) != (by is None):
         raise ValueError("Mondrian bounds need both the calibration rows' groups and the column they come from")
     if scales is not None and groups is None:
@@ -137,6 +139,23 @@ def interval(cal_y: np.ndarray, cal_p: np.ndarray, p: np.ndarray, level: float =
 def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     y = np.asarray(y, float)
     return float(np.mean((y >= lo) & (y <= hi)))
+
+
+def coverage_funnel(n: np.ndarray, level: float, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """The range in which a group of `n` test rows shows its coverage with probability at least 1 - alpha when its
+    true coverage is exactly `level` (binomial quantiles): a group outside it is miscalibrated beyond chance."""
+    n = np.asarray(n, int)
+    if (n < 1).any():
+        raise ValueError("every group needs at least one test row")
+    return binom.ppf(alpha / 2, n, level) / n, binom.ppf(1 - alpha / 2, n, level) / n
+
+
+def expected_below(n: np.ndarray, level: float, threshold: float) -> float:
+    """How many of the groups (of `n` test rows each) would show a coverage below `threshold` by chance alone if
+    every group's true coverage were exactly `level`: the noise floor of a per-group coverage goal."""
+    n = np.asarray(n, int)
+    below = np.ceil(threshold * n - 1e-9) - 1  # the most covered rows with a share still below the threshold
+    return float(binom.cdf(below, n, level).sum())
 
 
 def paired_bootstrap(y: np.ndarray, a: np.ndarray, b: np.ndarray, split: np.ndarray, n_boot: int = 2000,
