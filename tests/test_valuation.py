@@ -565,11 +565,13 @@ def test_coverage_funnel_and_the_noise_floor_of_a_per_group_goal_by_hand():
     from scipy.stats import binom
 
     from utils.stages.valuation import coverage_goal
-    from utils.valuation.metrics import coverage_funnel, expected_below
+    from utils.valuation.metrics import coverage_funnel, expected_below, expected_outside
 
     # 10 rows covered at exactly 80%: P(X <= 4) = 0.0064 < 0.025 <= P(X <= 5) = 0.0328, and P(X <= 9) = 0.893
     lo, hi = coverage_funnel(np.array([10]), 0.8)
     assert (lo[0], hi[0]) == (0.5, 1.0)
+    # outside [5, 10] of 10 by chance: 4 or fewer covered, 0.0064 (far under the nominal 0.05: 10 rows are discrete)
+    assert expected_outside(np.array([10, 10]), 0.8) == pytest.approx(2 * 0.00636938, abs=1e-8)
     # below 0.70 with 10 rows is 6 covered or fewer: 1 - P(7) - P(8) - P(9) - P(10) = 0.1209 per group
     assert expected_below(np.array([10, 10]), 0.8, 0.7) == pytest.approx(2 * 0.12087388, abs=1e-8)
     # 0.7 x 30 is 21.000000000000004 in floating point: 21 of 30 is not below 0.70, 20 is
@@ -586,3 +588,4 @@ def test_coverage_funnel_and_the_noise_floor_of_a_per_group_goal_by_hand():
     assert goal["groups"] == 2 and goal["below"] == {"a": 27 / 40}
     assert goal["expected_below_by_chance"] == pytest.approx(binom.cdf(27, 40, 0.8) + binom.cdf(20, 30, 0.8))
     assert goal["groups_in_funnel"] == 3 and set(goal["outside_funnel"]) == {"b", "c"}
+    assert goal["expected_outside_by_chance"] == pytest.approx(expected_outside(np.array([40, 30, 5]), 0.8))

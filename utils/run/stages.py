@@ -42,8 +42,8 @@ STAGES: tuple[Stage, ...] = (
           ("decision.json", "submission.csv", "probabilities.png", "feature_importance.png")),
     Stage(p.VALUATION, "valuation", "HMG-Net against fair baselines on several splits, intervals, the paper's "
           "experiments, a saved model", (), ("model/model.json", "model/weights.safetensors", "test_predictions.csv",
-                                             "comparison.png", "ablation.png", "anchor.png", "attribution.png",
-                                             "market.png")),
+                                             "comparison.png", "coverage.png", "ablation.png", "anchor.png",
+                                             "attribution.png", "market.png")),
 )
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

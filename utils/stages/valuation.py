@@ -19,7 +19,7 @@ from utils.valuation import compare as cmp
 from utils.valuation import experiments as ex
 from utils.valuation.features import Backbone, Inputs, SplitInputs, listing_images
 from utils.valuation.listings import read_listings
-from utils.valuation.metrics import coverage_funnel, expected_below
+from utils.valuation.metrics import coverage_funnel, expected_below, expected_outside
 from utils.valuation.model import HMGConfig, HMGNet
 from utils.valuation.saved import save_model
 from utils.valuation.structure import DEFAULT_ACCESSORIES
@@ -261,7 +261,7 @@ class Intervals:
 def coverage_goal(groups: pd.DataFrame, level: float) -> dict:
     """The per-group coverage goal on one table of `by_group`: the groups with `GOAL_ROWS`+ test rows below
     `GOAL_COVERAGE`, how many would be below it by chance alone at exactly `level` in every group, and the groups
-    (of any size) outside their binomial 95% funnel, which chance puts about 1 in 40 outside of."""
+    (of any size) outside their binomial 95% funnel, and how many chance alone would put outside it."""
     rows = groups.drop(index="all", errors="ignore")
     big = rows[rows["test_rows"] >= GOAL_ROWS]
     outside = rows[(rows["coverage"] < rows["funnel_lo"]) | (rows["coverage"] > rows["funnel_hi"])]
@@ -269,6 +269,7 @@ def coverage_goal(groups: pd.DataFrame, level: float) -> dict:
     return {"groups": len(big), "below": {str(g): float(c) for g, c in below.items()},
             "expected_below_by_chance": expected_below(big["test_rows"].to_numpy(int), level, GOAL_COVERAGE),
             "groups_in_funnel": len(rows),
+            "expected_outside_by_chance": expected_outside(rows["test_rows"].to_numpy(int), level),
             "outside_funnel": {str(g): float(c) for g, c in outside["coverage"].items()}}
 
 
@@ -292,7 +293,7 @@ def intervals(params: Params, study: Study, comparison: cmp.Comparison, table: p
         print(f"by {col}: {len(g['below'])} of {g['groups']} groups with {GOAL_ROWS}+ test rows below "
               f"{GOAL_COVERAGE:.2f} ({g['expected_below_by_chance']:.1f} expected by chance at exactly "
               f"{params.interval_level:.0%} each); {len(g['outside_funnel'])} of {g['groups_in_funnel']} groups "
-              f"outside their 95% funnel (about {g['groups_in_funnel'] / 20:.1f} by chance)")
+              f"outside their 95% funnel ({g['expected_outside_by_chance']:.1f} expected by chance)")
     return Intervals(coverage, by_split, len(main_rows), groups, goal)
 
 

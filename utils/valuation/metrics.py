@@ -150,6 +150,14 @@ def coverage_funnel(n: np.ndarray, level: float, alpha: float = 0.05) -> tuple[n
     return binom.ppf(alpha / 2, n, level) / n, binom.ppf(1 - alpha / 2, n, level) / n
 
 
+def expected_outside(n: np.ndarray, level: float, alpha: float = 0.05) -> float:
+    """How many of the groups (of `n` test rows each) would fall outside their `coverage_funnel` by chance alone
+    if every group's true coverage were exactly `level` (at most alpha per group; less where n is small)."""
+    n = np.asarray(n, int)
+    lo, hi = coverage_funnel(n, level, alpha)
+    return float((binom.cdf(np.rint(lo * n) - 1, n, level) + binom.sf(np.rint(hi * n), n, level)).sum())
+
+
 def expected_below(n: np.ndarray, level: float, threshold: float) -> float:
     """How many of the groups (of `n` test rows each) would show a coverage below `threshold` by chance alone if
     every group's true coverage were exactly `level`: the noise floor of a per-group coverage goal."""
