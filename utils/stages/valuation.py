@@ -258,13 +258,18 @@ class Intervals:
     goal: dict[str, dict]
 
 
+def outside_funnel(groups: pd.DataFrame) -> pd.Series:
+    """Which rows of a `by_group` table show a coverage outside their funnel (`funnel_lo`, `funnel_hi`)."""
+    return (groups["coverage"] < groups["funnel_lo"]) | (groups["coverage"] > groups["funnel_hi"])
+
+
 def coverage_goal(groups: pd.DataFrame, level: float) -> dict:
     """The per-group coverage goal on one table of `by_group`: the groups with `GOAL_ROWS`+ test rows below
     `GOAL_COVERAGE`, how many would be below it by chance alone at exactly `level` in every group, and the groups
     (of any size) outside their binomial 95% funnel, and how many chance alone would put outside it."""
     rows = groups.drop(index="all", errors="ignore")
     big = rows[rows["test_rows"] >= GOAL_ROWS]
-    outside = rows[(rows["coverage"] < rows["funnel_lo"]) | (rows["coverage"] > rows["funnel_hi"])]
+    outside = rows[outside_funnel(rows)]
     below = big["coverage"][big["coverage"] < GOAL_COVERAGE]
     return {"groups": len(big), "below": {str(g): float(c) for g, c in below.items()},
             "expected_below_by_chance": expected_below(big["test_rows"].to_numpy(int), level, GOAL_COVERAGE),
@@ -309,8 +314,7 @@ def coverage_figure(out: Path, iv: Intervals, level: float) -> Figure | None:
         lo, hi = coverage_funnel(n, level)
         ax.fill_between(n, lo, hi, step="post", color="tab:blue", alpha=0.15, label="95% funnel at exactly "
                                                                                    f"{level:.0%}")
-        outside = (t["coverage"] < t["funnel_lo"]) | (t["coverage"] > t["funnel_hi"])
-        ax.scatter(t["test_rows"], t["coverage"], s=12, c=np.where(outside, "tab:red", "tab:blue"))
+        ax.scatter(t["test_rows"], t["coverage"], s=12, c=np.where(outside_funnel(t), "tab:red", "tab:blue"))
         ax.axhline(GOAL_COVERAGE, color="grey", lw=1, ls="--", label=f"goal {GOAL_COVERAGE:.2f} ({GOAL_ROWS}+ rows)")
         ax.axvline(GOAL_ROWS, color="grey", lw=0.5)
         ax.set(xscale="log", xlabel="test rows of the group", ylabel="coverage", ylim=(0, 1.02),

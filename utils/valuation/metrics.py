@@ -141,21 +141,26 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return float(np.mean((y >= lo) & (y <= hi)))
 
 
-def coverage_funnel(n: np.ndarray, level: float, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """The range in which a group of `n` test rows shows its coverage with probability at least 1 - alpha when its
-    true coverage is exactly `level` (binomial quantiles): a group outside it is miscalibrated beyond chance."""
+def _funnel_rows(n: np.ndarray, level: float, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The groups' test rows and the fewest and most covered rows of their `coverage_funnel` (binomial quantiles)."""
     n = np.asarray(n, int)
     if (n < 1).any():
         raise ValueError("every group needs at least one test row")
-    return binom.ppf(alpha / 2, n, level) / n, binom.ppf(1 - alpha / 2, n, level) / n
+    return n, binom.ppf(alpha / 2, n, level), binom.ppf(1 - alpha / 2, n, level)
+
+
+def coverage_funnel(n: np.ndarray, level: float, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """The range in which a group of `n` test rows shows its coverage with probability at least 1 - alpha when its
+    true coverage is exactly `level` (binomial quantiles): a group outside it is miscalibrated beyond chance."""
+    n, lo, hi = _funnel_rows(n, level, alpha)
+    return lo / n, hi / n
 
 
 def expected_outside(n: np.ndarray, level: float, alpha: float = 0.05) -> float:
     """How many of the groups (of `n` test rows each) would fall outside their `coverage_funnel` by chance alone
     if every group's true coverage were exactly `level` (at most alpha per group; less where n is small)."""
-    n = np.asarray(n, int)
-    lo, hi = coverage_funnel(n, level, alpha)
-    return float((binom.cdf(np.rint(lo * n) - 1, n, level) + binom.sf(np.rint(hi * n), n, level)).sum())
+    n, lo, hi = _funnel_rows(n, level, alpha)
+    return float((binom.cdf(lo - 1, n, level) + binom.sf(hi, n, level)).sum())
 
 
 def expected_below(n: np.ndarray, level: float, threshold: float) -> float:
